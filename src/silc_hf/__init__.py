@@ -1,0 +1,52 @@
+"""silc-hf: SILC image-text models for Hugging Face transformers.
+
+Importing the package registers the "silc" model type with the Auto classes (AutoConfig, AutoModel,
+AutoModelForZeroShotImageClassification, AutoProcessor, AutoImageProcessor, AutoTokenizer) and marks the
+classes for `trust_remote_code` export, so that a saved folder also loads where this package is absent.
+"""
+
+from transformers import (
+    AutoConfig,
+    AutoImageProcessor,
+    AutoModel,
+    AutoModelForZeroShotImageClassification,
+    AutoProcessor,
+    AutoTokenizer,
+    PreTrainedTokenizerFast,
+)
+
+from .configuration_silc import SilcConfig, SilcTextConfig, SilcVisionConfig
+from .image_processing_silc import SilcImageProcessor
+from .modeling_silc import SilcModel, SilcPreTrainedModel, SilcTextModel, SilcVisionModel
+from .pipelines import SilcZeroShotImageClassificationPipeline
+from .processing_silc import SilcProcessor
+
+AutoConfig.register("silc", SilcConfig, exist_ok=True)
+AutoConfig.register("silc_vision_model", SilcVisionConfig, exist_ok=True)
+AutoConfig.register("silc_text_model", SilcTextConfig, exist_ok=True)
+AutoModel.register(SilcConfig, SilcModel, exist_ok=True)
+AutoModel.register(SilcVisionConfig, SilcVisionModel, exist_ok=True)
+AutoModel.register(SilcTextConfig, SilcTextModel, exist_ok=True)
+AutoModelForZeroShotImageClassification.register(SilcConfig, SilcModel, exist_ok=True)
+AutoImageProcessor.register(SilcConfig, image_processor_classes={"pil": SilcImageProcessor}, exist_ok=True)
+AutoProcessor.register(SilcConfig, SilcProcessor, exist_ok=True)
+# A SILC folder names its own tokenizer class; this is the fallback for a bare `tokenizer.json`.
+AutoTokenizer.register(SilcConfig, tokenizer_class=PreTrainedTokenizerFast, exist_ok=True)
+
+SilcConfig.register_for_auto_class()
+SilcModel.register_for_auto_class("AutoModel")
+SilcImageProcessor.register_for_auto_class("AutoImageProcessor")
+SilcProcessor.register_for_auto_class("AutoProcessor")
+
+__all__ = [
+    "SilcConfig",
+    "SilcImageProcessor",
+    "SilcModel",
+    "SilcPreTrainedModel",
+    "SilcProcessor",
+    "SilcTextConfig",
+    "SilcTextModel",
+    "SilcVisionConfig",
+    "SilcVisionModel",
+    "SilcZeroShotImageClassificationPipeline",
+]

@@ -1,0 +1,255 @@
+"""SILC model configuration: architecture only (training knobs live in `SilcTrainingArguments`).
+
+The defaults reproduce the `silc-b16` architecture: a ViT-B/16 image tower at 224 px with an attention-pool
+("MAP") head and a B-size text tower that pools the last token of fixed-length (64) inputs, as in the
+big_vision two-tower checkpoints. The same fields express Hugging Face CLIP towers (class-token pooling,
+pre-LayerNorm, quick-GELU, causal text attention, EOS pooling, bias-free projections) and SigLIP towers.
+"""
+
+import math
+
+from transformers.activations import ACT2FN
+from transformers.configuration_utils import PreTrainedConfig
+
+VISION_POOLING_TYPES = ("cls", "map", "mean")
+TEXT_POOLING_TYPES = ("eos", "argmax", "last", "first", "mean")
+LOSS_TYPES = ("softmax", "sigmoid")
+
+
+def _check_choice(config: PreTrainedConfig, field: str, choices: tuple[str, ...]) -> None:
+    value = getattr(config, field)
+    if value not in choices:
+        raise ValueError(f"{type(config).__name__}.{field}={value!r} is not supported; use one of {list(choices)}.")
+
+
+def _check_tower(config: PreTrainedConfig) -> None:
+    """Checks shared by both towers."""
+    name = type(config).__name__
+    for field in ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads"):
+        if getattr(config, field) < 1:
+            raise ValueError(f"{name}.{field}={getattr(config, field)} must be a positive integer.")
+    if config.hidden_size % config.num_attention_heads:
+        raise ValueError(
+            f"{name}.hidden_size={config.hidden_size} is not divisible by num_attention_heads="
+            f"{config.num_attention_heads}; choose a head count that divides it (e.g. "
+            f"{_divisor_near(config.hidden_size, config.num_attention_heads)})."
+        )
+    if config.hidden_act not in ACT2FN:
+        raise ValueError(
+            f"{name}.hidden_act={config.hidden_act!r} is unknown; use e.g. 'gelu_pytorch_tanh' (SigLIP, big_vision), "
+            "'quick_gelu' (OpenAI CLIP) or 'gelu'."
+        )
+    if config.projection_dim is not None and config.projection_dim < 1:
+        raise ValueError(f"{name}.projection_dim={config.projection_dim} must be positive, or None for no projection.")
+
+
+def _divisor_near(n: int, k: int) -> int:
+    divisors = [d for d in range(1, n + 1) if n % d == 0]
+    return min(divisors, key=lambda d: abs(d - k))
+
+
+class SilcVisionConfig(PreTrainedConfig):
+    r"""
+    Image tower of a SILC model: a pre-LayerNorm ViT.
+
+    Args:
+        hidden_size (`int`): width of the transformer.
+        intermediate_size (`int`): hidden size of each MLP (also used by the MAP head's MLP).
+        num_hidden_layers (`int`): number of transformer blocks.
+        num_attention_heads (`int`): attention heads per block (and in the MAP head).
+        num_channels (`int`): input channels.
+        image_size (`int`): square input resolution the position embeddings were trained for.
+        patch_size (`int`): square patch size; must divide `image_size`.
+        hidden_act (`str`): MLP activation, a key of `transformers.activations.ACT2FN`.
+        layer_norm_eps (`float`): LayerNorm epsilon (1e-6 for big_vision/SigLIP, 1e-5 for CLIP).
+        attention_dropout (`float`): dropout on attention probabilities.
+        pooling_type (`str`): `"cls"` (class token, CLIP / big_vision `tok`), `"map"` (multi-head attention
+            pooling with a learned probe, SigLIP / big_vision `map`) or `"mean"` (average of patch tokens, `gap`).
+        pre_layernorm (`bool`): LayerNorm after the embeddings, before the first block (CLIP).
+        patch_embedding_bias (`bool`): whether the patch convolution has a bias (CLIP: no).
+        projection_dim (`int` or `None`): output size of the linear map from the pooled representation into the
+            joint image-text space; `None` means the pooled representation is the embedding (SigLIP).
+        projection_bias (`bool`): whether that projection has a bias (big_vision heads: yes, CLIP: no).
+        initializer_range (`float`): standard deviation of the truncated-normal weight init.
+    """
+
+    model_type = "silc_vision_model"
+    base_config_key = "vision_config"
+
+    hidden_size: int = 768
+    intermediate_size: int = 3072
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 12
+    num_channels: int = 3
+    image_size: int = 224
+    patch_size: int = 16
+    hidden_act: str = "gelu_pytorch_tanh"
+    layer_norm_eps: float = 1e-6
+    attention_dropout: float | int = 0.0
+    pooling_type: str = "map"
+    pre_layernorm: bool = False
+    patch_embedding_bias: bool = True
+    projection_dim: int | None = None
+    projection_bias: bool = True
+    initializer_range: float = 0.02
+
+    def __post_init__(self, **kwargs):
+        super().__post_init__(**kwargs)
+        self.validate_architecture()
+
+    @property
+    def embed_dim(self) -> int:
+        """Size of `image_embeds`: the projection size, or the width when there is no projection."""
+        return self.projection_dim or self.hidden_size
+
+    @property
+    def num_patches(self) -> int:
+        return (self.image_size // self.patch_size) ** 2
+
+    def validate_architecture(self):
+        _check_tower(self)
+        _check_choice(self, "pooling_type", VISION_POOLING_TYPES)
+        if self.image_size % self.patch_size:
+            fits = self.image_size // self.patch_size * self.patch_size
+            raise ValueError(
+                f"SilcVisionConfig.image_size={self.image_size} is not divisible by patch_size={self.patch_size}; "
+                f"use image_size={fits} or {fits + self.patch_size}."
+            )
+
+
+class SilcTextConfig(PreTrainedConfig):
+    r"""
+    Text tower of a SILC model: a pre-LayerNorm transformer over token ids.
+
+    Args:
+        vocab_size (`int`): size of the token table.
+        hidden_size, intermediate_size, num_hidden_layers, num_attention_heads, hidden_act, layer_norm_eps,
+            attention_dropout: as in [`SilcVisionConfig`].
+        max_position_embeddings (`int`): number of learned positions (the longest input).
+        pooling_type (`str`): which token represents the text: `"eos"` (first `eos_token_id`, HF CLIP),
+            `"argmax"` (highest token id, the original OpenAI CLIP rule), `"last"` (last position, SigLIP /
+            big_vision), `"first"` (position 0) or `"mean"` (mean over attended positions).
+        causal_attention (`bool`): causal self-attention (CLIP) instead of bidirectional.
+        use_padding_mask (`bool`): whether `attention_mask` hides padding from attention. big_vision text towers
+            are trained without any mask and must ignore it (`False`); HF CLIP and SigLIP apply it (`True`).
+        fixed_length_padding (`bool`): the tower was trained on texts padded to `max_position_embeddings`
+            tokens (SigLIP, big_vision). Shorter inputs are then right-padded with `pad_token_id` by the model
+            itself, so that any tokenizer call (including the stock pipeline's `padding=True`) gives the
+            trained behaviour.
+        projection_dim (`int` or `None`): output size of the text projection; `None` means no projection.
+        projection_bias (`bool`): whether the projection has a bias.
+        pad_token_id, bos_token_id, eos_token_id (`int`): special token ids the model relies on.
+        initializer_range (`float`): standard deviation of the truncated-normal weight init.
+    """
+
+    model_type = "silc_text_model"
+    base_config_key = "text_config"
+
+    vocab_size: int = 32000
+    hidden_size: int = 768
+    intermediate_size: int = 3072
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 12
+    max_position_embeddings: int = 64
+    hidden_act: str = "gelu_pytorch_tanh"
+    layer_norm_eps: float = 1e-6
+    attention_dropout: float | int = 0.0
+    pooling_type: str = "last"
+    causal_attention: bool = False
+    use_padding_mask: bool = False
+    fixed_length_padding: bool = True
+    projection_dim: int | None = 768
+    projection_bias: bool = True
+    pad_token_id: int | None = 1
+    bos_token_id: int | None = None
+    eos_token_id: int | None = 1
+    initializer_range: float = 0.02
+
+    def __post_init__(self, **kwargs):
+        super().__post_init__(**kwargs)
+        self.validate_architecture()
+
+    @property
+    def embed_dim(self) -> int:
+        """Size of `text_embeds`: the projection size, or the width when there is no projection."""
+        return self.projection_dim or self.hidden_size
+
+    def validate_architecture(self):
+        _check_tower(self)
+        _check_choice(self, "pooling_type", TEXT_POOLING_TYPES)
+        if self.pooling_type == "eos" and self.eos_token_id is None:
+            raise ValueError(
+                "SilcTextConfig.pooling_type='eos' needs eos_token_id; set it to the tokenizer's EOS id "
+                "(tokenizer.eos_token_id)."
+            )
+        if self.fixed_length_padding and self.pad_token_id is None:
+            raise ValueError(
+                "SilcTextConfig.fixed_length_padding=True needs pad_token_id; set it to the id the text tower was "
+                "trained with (tokenizer.pad_token_id), or set fixed_length_padding=False."
+            )
+
+
+class SilcConfig(PreTrainedConfig):
+    r"""
+    Configuration of a [`SilcModel`]: an image tower, a text tower and the learned logit scale (and bias).
+
+    Args:
+        text_config (`dict` or [`SilcTextConfig`]): the text tower.
+        vision_config (`dict` or [`SilcVisionConfig`]): the image tower.
+        loss_type (`str`): `"softmax"` (CLIP's symmetric cross-entropy, SILC-C) or `"sigmoid"` (SigLIP's
+            pairwise sigmoid loss, SILC-S). It also decides how zero-shot scores are read: softmax over labels
+            or an independent sigmoid per label.
+        logit_scale_init_value (`float`): initial *log* of the logit scale. Defaults to ln(1/0.07) for
+            softmax (CLIP) and ln(10) for sigmoid (SigLIP).
+        logit_bias_init_value (`float`): initial logit bias. Defaults to 0 for softmax (where a bias has no
+            effect on the loss or the scores) and -10 for sigmoid (SigLIP).
+
+    Example:
+
+    ```python
+    >>> from silc_hf import SilcConfig, SilcModel
+    >>> config = SilcConfig.silc_b16()          # same as SilcConfig()
+    >>> model = SilcModel(config)
+    ```
+    """
+
+    model_type = "silc"
+    sub_configs_defaults = {"text_config": SilcTextConfig, "vision_config": SilcVisionConfig}
+
+    text_config: dict | SilcTextConfig | None = None
+    vision_config: dict | SilcVisionConfig | None = None
+    loss_type: str = "sigmoid"
+    logit_scale_init_value: float | int | None = None
+    logit_bias_init_value: float | int | None = None
+    initializer_factor: float = 1.0
+
+    def __post_init__(self, **kwargs):
+        if self.logit_scale_init_value is None:
+            self.logit_scale_init_value = math.log(10.0) if self.loss_type == "sigmoid" else math.log(1 / 0.07)
+        if self.logit_bias_init_value is None:
+            self.logit_bias_init_value = -10.0 if self.loss_type == "sigmoid" else 0.0
+        super().__post_init__(**kwargs)
+        self.validate_architecture()
+
+    @property
+    def projection_dim(self) -> int:
+        """Size of the joint image-text embedding space."""
+        return self.vision_config.embed_dim
+
+    def validate_architecture(self):
+        _check_choice(self, "loss_type", LOSS_TYPES)
+        image_dim, text_dim = self.vision_config.embed_dim, self.text_config.embed_dim
+        if image_dim != text_dim:
+            raise ValueError(
+                f"The image embedding size ({image_dim}: vision_config.projection_dim or hidden_size) differs from "
+                f"the text embedding size ({text_dim}: text_config.projection_dim or hidden_size); set both "
+                f"projection_dim fields to the same value."
+            )
+
+    @classmethod
+    def silc_b16(cls, **kwargs) -> "SilcConfig":
+        """The `silc-b16` architecture: ViT-B/16 at 224 px with a MAP head, B-size text tower (64 tokens)."""
+        return cls(text_config=SilcTextConfig(), vision_config=SilcVisionConfig(), **kwargs)
+
+
+__all__ = ["SilcConfig", "SilcTextConfig", "SilcVisionConfig"]

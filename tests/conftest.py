@@ -1,0 +1,86 @@
+"""Tiny models, tokenizers and images shared by the tests (everything built locally, nothing downloaded)."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from transformers import CLIPConfig, CLIPImageProcessorPil, CLIPModel, CLIPProcessor, CLIPTokenizer, SiglipConfig, SiglipModel
+
+from silc_hf import SilcConfig
+
+WORDS = "this is a photo of the cat dog bird red green blue circle square on background".split()
+TOWER = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4)
+
+
+def clip_tokenizer(words=WORDS) -> CLIPTokenizer:
+    """A CLIP BPE tokenizer whose merges spell out `words` (plus single letters), built in memory."""
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
+    for char in "abcdefghijklmnopqrstuvwxyz.,":
+        vocab.setdefault(char, len(vocab))
+        vocab.setdefault(char + "</w>", len(vocab))
+    merges = []
+    for word in words:
+        parts = [*word[:-1], word[-1] + "</w>"]
+        merged = parts[0]
+        for part in parts[1:]:
+            merges.append((merged, part))
+            merged += part
+            vocab.setdefault(merged, len(vocab))
+    return CLIPTokenizer(vocab=vocab, merges=merges)
+
+
+def tiny_silc_config(**overrides) -> SilcConfig:
+    """A 2-layer, width-32 SILC config (32 px images, 8 px patches, 16 text tokens)."""
+    vocab_size = len(clip_tokenizer().get_vocab())
+    kwargs = dict(
+        vision_config=dict(TOWER, image_size=32, patch_size=8, **overrides.pop("vision_config", {})),
+        text_config=dict(
+            TOWER, vocab_size=vocab_size, max_position_embeddings=16, projection_dim=32, **overrides.pop("text_config", {})
+        ),
+    )
+    return SilcConfig(**kwargs, **overrides)
+
+
+def tiny_clip_model(seed: int = 0, eos_token_id: int = 1) -> CLIPModel:
+    torch.manual_seed(seed)
+    vocab_size = len(clip_tokenizer().get_vocab())
+    config = CLIPConfig(
+        text_config=dict(
+            TOWER, vocab_size=vocab_size, max_position_embeddings=16, pad_token_id=1, bos_token_id=0, eos_token_id=eos_token_id
+        ),
+        vision_config=dict(TOWER, image_size=32, patch_size=8),
+        projection_dim=24,
+    )
+    return CLIPModel(config).eval()
+
+
+def tiny_siglip_model(seed: int = 0) -> SiglipModel:
+    torch.manual_seed(seed)
+    config = SiglipConfig(
+        text_config=dict(TOWER, vocab_size=99, max_position_embeddings=16, pad_token_id=1, bos_token_id=None, eos_token_id=1),
+        vision_config=dict(TOWER, image_size=32, patch_size=8),
+    )
+    model = SiglipModel(config).eval()
+    with torch.no_grad():  # SigLIP initialises scale and bias to 0; make both matter
+        model.logit_scale.fill_(2.0)
+        model.logit_bias.fill_(-3.0)
+    return model
+
+
+def tiny_clip_processor() -> CLIPProcessor:
+    image_processor = CLIPImageProcessorPil(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    return CLIPProcessor(image_processor=image_processor, tokenizer=clip_tokenizer())
+
+
+def random_image(seed: int = 0, size=(45, 37)) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 256, (*size, 3), dtype=np.uint8))
+
+
+@pytest.fixture
+def clip_folder(tmp_path):
+    """A saved tiny HF CLIP model with its processor."""
+    folder = tmp_path / "clip"
+    tiny_clip_model().save_pretrained(folder)
+    tiny_clip_processor().save_pretrained(folder)
+    return folder
