@@ -1,9 +1,12 @@
 """Tiny models, tokenizers and images shared by the tests (everything built locally, nothing downloaded)."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
 from transformers import CLIPConfig, CLIPImageProcessorPil, CLIPModel, CLIPProcessor, CLIPTokenizer, SiglipConfig, SiglipModel
 
 from silc_hf import SilcConfig
@@ -13,30 +16,34 @@ TOWER = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_atte
 
 
 def clip_tokenizer(words=WORDS) -> CLIPTokenizer:
-    """A CLIP BPE tokenizer whose merges spell out `words` (plus single letters), built in memory."""
-    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
-    for char in "abcdefghijklmnopqrstuvwxyz.,":
-        vocab.setdefault(char, len(vocab))
-        vocab.setdefault(char + "</w>", len(vocab))
-    merges = []
-    for word in words:
-        parts = [*word[:-1], word[-1] + "</w>"]
-        merged = parts[0]
-        for part in parts[1:]:
-            merges.append((merged, part))
-            merged += part
-            vocab.setdefault(merged, len(vocab))
-    return CLIPTokenizer(vocab=vocab, merges=merges)
+    """A CLIP BPE tokenizer with a vocabulary trained (in memory, by `tokenizers`) on `words`."""
+    bpe = Tokenizer(models.BPE(end_of_word_suffix="</w>"))
+    bpe.normalizer = normalizers.Lowercase()
+    bpe.pre_tokenizer = pre_tokenizers.Whitespace()
+    trainer = trainers.BpeTrainer(
+        vocab_size=200,
+        special_tokens=["<|startoftext|>", "<|endoftext|>"],
+        initial_alphabet=list("abcdefghijklmnopqrstuvwxyz.,"),
+        end_of_word_suffix="</w>",
+    )
+    bpe.train_from_iterator([*words, ".", ","], trainer)
+    model = json.loads(bpe.to_str())["model"]
+    merges = [tuple(merge) if isinstance(merge, list) else tuple(merge.split()) for merge in model["merges"]]
+    return CLIPTokenizer(vocab=model["vocab"], merges=merges)
 
 
 def tiny_silc_config(**overrides) -> SilcConfig:
     """A 2-layer, width-32 SILC config (32 px images, 8 px patches, 16 text tokens)."""
     vocab_size = len(clip_tokenizer().get_vocab())
     kwargs = dict(
-        vision_config=dict(TOWER, image_size=32, patch_size=8, **overrides.pop("vision_config", {})),
-        text_config=dict(
-            TOWER, vocab_size=vocab_size, max_position_embeddings=16, projection_dim=32, **overrides.pop("text_config", {})
-        ),
+        vision_config={**TOWER, "image_size": 32, "patch_size": 8, **overrides.pop("vision_config", {})},
+        text_config={
+            **TOWER,
+            "vocab_size": vocab_size,
+            "max_position_embeddings": 16,
+            "projection_dim": 32,
+            **overrides.pop("text_config", {}),
+        },
     )
     return SilcConfig(**kwargs, **overrides)
 

@@ -169,14 +169,28 @@ def from_hf_siglip(model_or_path) -> SilcModel:
     return load_converted_state_dict(model, state_dict, report).to(source.dtype)
 
 
+_IMAGE_SETTINGS = (
+    "do_resize",
+    "size",
+    "resample",
+    "do_center_crop",
+    "crop_size",
+    "do_rescale",
+    "rescale_factor",
+    "do_normalize",
+    "image_mean",
+    "image_std",
+    "do_convert_rgb",
+)
+
+
 def silc_processor_from(processor, fixed_text_length: int | None = None) -> SilcProcessor:
     """Build a `SilcProcessor` with the same image preprocessing and the same tokenizer as an HF processor
     (a CLIP/SigLIP processor object, or a folder holding one)."""
     if isinstance(processor, (str, os.PathLike)):
         processor = AutoProcessor.from_pretrained(processor)
     settings = processor.image_processor.to_dict()
-    keys = SilcImageProcessor().to_dict().keys() - {"image_processor_type", "processor_class", "auto_map"}
-    image_processor = SilcImageProcessor(**{key: settings[key] for key in keys if key in settings})
+    image_processor = SilcImageProcessor(**{key: settings[key] for key in _IMAGE_SETTINGS if key in settings})
     tokenizer = processor.tokenizer
     if fixed_text_length is not None:
         tokenizer.model_max_length = fixed_text_length
