@@ -1,35 +1,21 @@
 """Tiny models, tokenizers and images shared by the tests (everything built locally, nothing downloaded)."""
 
-import json
-
 import numpy as np
 import pytest
 import torch
 from PIL import Image
-from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
 from transformers import CLIPConfig, CLIPImageProcessorPil, CLIPModel, CLIPProcessor, CLIPTokenizer, SiglipConfig, SiglipModel
 
 from silc_hf import SilcConfig
+from silc_hf.tokenization import train_clip_tokenizer
 
 WORDS = "this is a photo of the cat dog bird red green blue circle square on background".split()
 TOWER = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4)
 
 
-def clip_tokenizer(words=WORDS) -> CLIPTokenizer:
-    """A CLIP BPE tokenizer with a vocabulary trained (in memory, by `tokenizers`) on `words`."""
-    bpe = Tokenizer(models.BPE(end_of_word_suffix="</w>"))
-    bpe.normalizer = normalizers.Lowercase()
-    bpe.pre_tokenizer = pre_tokenizers.Whitespace()
-    trainer = trainers.BpeTrainer(
-        vocab_size=200,
-        special_tokens=["<|startoftext|>", "<|endoftext|>"],
-        initial_alphabet=list("abcdefghijklmnopqrstuvwxyz.,"),
-        end_of_word_suffix="</w>",
-    )
-    bpe.train_from_iterator([*words, ".", ","], trainer)
-    model = json.loads(bpe.to_str())["model"]
-    merges = [tuple(merge) if isinstance(merge, list) else tuple(merge.split()) for merge in model["merges"]]
-    return CLIPTokenizer(vocab=model["vocab"], merges=merges)
+def clip_tokenizer() -> CLIPTokenizer:
+    """A CLIP BPE tokenizer trained in memory on the test vocabulary."""
+    return train_clip_tokenizer([" ".join(WORDS) + ". ,"] * 3, vocab_size=400)
 
 
 def tiny_silc_config(**overrides) -> SilcConfig:
@@ -62,9 +48,10 @@ def tiny_clip_model(seed: int = 0, eos_token_id: int = 1) -> CLIPModel:
 
 
 def tiny_siglip_model(seed: int = 0) -> SiglipModel:
+    vocab_size = len(clip_tokenizer().get_vocab())
     torch.manual_seed(seed)
     config = SiglipConfig(
-        text_config=dict(TOWER, vocab_size=99, max_position_embeddings=16, pad_token_id=1, bos_token_id=None, eos_token_id=1),
+        text_config=dict(TOWER, vocab_size=vocab_size, max_position_embeddings=16, pad_token_id=1, bos_token_id=None, eos_token_id=1),
         vision_config=dict(TOWER, image_size=32, patch_size=8),
     )
     model = SiglipModel(config).eval()

@@ -54,7 +54,7 @@ def test_clip_conversion_reproduces_clip(attn_implementation, eos_token_id):
 @pytest.mark.parametrize("attn_implementation", ["sdpa", "eager"])
 def test_siglip_conversion_reproduces_siglip(attn_implementation):
     source = tiny_siglip_model()
-    pixel_values, input_ids, _ = _inputs(99, eos_token_id=1, pad_token_id=1)
+    pixel_values, input_ids, _ = _inputs(source.config.text_config.vocab_size, eos_token_id=1, pad_token_id=1)
     converted = from_hf_siglip(source)
     source.set_attn_implementation(attn_implementation)
     converted.set_attn_implementation(attn_implementation)
@@ -70,7 +70,7 @@ def test_siglip_conversion_reproduces_siglip(attn_implementation):
 def test_siglip_conversion_pads_short_text_like_max_length_tokenization():
     """SigLIP was trained on 64 (here 16) tokens; the converted model pads shorter input itself."""
     source = tiny_siglip_model()
-    pixel_values, input_ids, _ = _inputs(99, eos_token_id=1, pad_token_id=1)
+    pixel_values, input_ids, _ = _inputs(source.config.text_config.vocab_size, eos_token_id=1, pad_token_id=1)
     converted = from_hf_siglip(source)
     short = input_ids[:2, :8]  # rows of length 3 and 7: everything after column 7 is padding
     with torch.no_grad():
@@ -98,3 +98,31 @@ def test_shape_mismatch_raises_with_key_name(monkeypatch):
     monkeypatch.setattr(source, "state_dict", transposed_projection)
     with pytest.raises(ValueError, match=r"vision_model\.projection\.weight: converted \(32, 24\)"):
         from_hf_clip(source)
+
+
+def test_cli_writes_a_siglip_folder_whose_processor_pads_to_the_trained_length(tmp_path, capsys):
+    from transformers import AutoModel, AutoProcessor, SiglipImageProcessorPil, SiglipProcessor
+
+    from silc_hf.convert.__main__ import main
+
+    from conftest import clip_tokenizer, random_image
+
+    source = tiny_siglip_model()
+    source_processor = SiglipProcessor(
+        image_processor=SiglipImageProcessorPil(size={"height": 32, "width": 32}), tokenizer=clip_tokenizer()
+    )
+    source.save_pretrained(tmp_path / "siglip")
+    source_processor.save_pretrained(tmp_path / "siglip")
+    main(["hf-siglip", str(tmp_path / "siglip"), str(tmp_path / "silc")])
+    assert "88 source keys consumed" in capsys.readouterr().out
+
+    model = AutoModel.from_pretrained(tmp_path / "silc")
+    processor = AutoProcessor.from_pretrained(tmp_path / "silc")
+    image, texts = random_image(2), ["a red bird", "a photo of a dog on green background"]
+    inputs = processor(images=image, text=texts, return_tensors="pt")
+    assert inputs["input_ids"].shape == (2, 16)
+    reference = source_processor(images=image, text=texts, padding="max_length", max_length=16, return_tensors="pt")
+    with torch.no_grad():
+        expected = source(input_ids=reference["input_ids"], pixel_values=reference["pixel_values"]).logits_per_image
+        actual = model(input_ids=inputs["input_ids"], pixel_values=inputs["pixel_values"]).logits_per_image
+    torch.testing.assert_close(actual, expected, rtol=1e-5, atol=1e-6)

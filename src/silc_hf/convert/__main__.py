@@ -6,14 +6,14 @@
 
 import argparse
 
-from transformers.utils import logging
-
 from .hf import from_hf_clip, from_hf_siglip, silc_processor_from
 
 
 def convert_hf(kind: str, source: str, output_dir: str) -> None:
     """Convert an HF CLIP or SigLIP folder / Hub id into a SILC folder with its processor."""
-    model = from_hf_clip(source) if kind == "hf-clip" else from_hf_siglip(source)
+    convert = from_hf_clip if kind == "hf-clip" else from_hf_siglip
+    model, report = convert(source, return_report=True)
+    print(report)
     text_config = model.config.text_config
     fixed_length = text_config.max_position_embeddings if text_config.fixed_length_padding else None
     processor = silc_processor_from(source, fixed_text_length=fixed_length)
@@ -30,7 +30,6 @@ def main(argv: list[str] | None = None) -> None:
         p.add_argument("source", help="folder or Hub id of the source model and its processor")
         p.add_argument("output_dir", help="where to write the SILC folder")
     args = parser.parse_args(argv)
-    logging.set_verbosity_info()
     convert_hf(args.kind, args.source, args.output_dir)
 
 

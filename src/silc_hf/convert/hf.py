@@ -131,8 +131,9 @@ def siglip_config_to_silc(config) -> SilcConfig:
     )
 
 
-def from_hf_clip(model_or_path) -> SilcModel:
-    """Convert a `transformers.CLIPModel` (or a folder / Hub id holding one) into an equivalent `SilcModel`."""
+def from_hf_clip(model_or_path, return_report: bool = False):
+    """Convert a `transformers.CLIPModel` (or a folder / Hub id holding one) into an equivalent `SilcModel`
+    (and the [`ConversionReport`] when `return_report=True`)."""
     source = _load(model_or_path, CLIPModel)
     report = ConversionReport(source=f"CLIPModel {source.name_or_path or ''}".strip())
     rules = _SHARED_RULES + [
@@ -145,11 +146,13 @@ def from_hf_clip(model_or_path) -> SilcModel:
     state_dict["logit_scale"] = state_dict["logit_scale"].reshape(1)
     report.initialised["logit_bias"] = "CLIP has no logit bias; 0 leaves softmax logits and loss unchanged"
     model = SilcModel(clip_config_to_silc(source.config))
-    return load_converted_state_dict(model, state_dict, report).to(source.dtype)
+    model = load_converted_state_dict(model, state_dict, report).to(source.dtype)
+    return (model, report) if return_report else model
 
 
-def from_hf_siglip(model_or_path) -> SilcModel:
-    """Convert a `transformers.SiglipModel` (or a folder / Hub id holding one) into an equivalent `SilcModel`."""
+def from_hf_siglip(model_or_path, return_report: bool = False):
+    """Convert a `transformers.SiglipModel` (or a folder / Hub id holding one) into an equivalent `SilcModel`
+    (and the [`ConversionReport`] when `return_report=True`)."""
     source = _load(model_or_path, SiglipModel)
     report = ConversionReport(source=f"SiglipModel {source.name_or_path or ''}".strip())
     rules = _SHARED_RULES + [
@@ -166,7 +169,8 @@ def from_hf_siglip(model_or_path) -> SilcModel:
         for name, part in zip(("q", "k", "v"), packed.chunk(3)):
             state_dict[f"vision_model.head.attention.{name}_proj.{kind}"] = part
     model = SilcModel(siglip_config_to_silc(source.config))
-    return load_converted_state_dict(model, state_dict, report).to(source.dtype)
+    model = load_converted_state_dict(model, state_dict, report).to(source.dtype)
+    return (model, report) if return_report else model
 
 
 _IMAGE_SETTINGS = (

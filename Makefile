@@ -1,0 +1,20 @@
+# Fresh-machine entry points: each target creates .venv (CPU torch pinned first) and installs what it needs.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: test example
+
+$(BIN)/.silc-installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e ".[test]"
+	touch $@
+
+# The test suite (CPU, float32).
+test: $(BIN)/.silc-installed
+	$(BIN)/python -m pytest
+
+# Main job: convert a small random CLIP into a SILC folder and classify a bundled image with the pipeline.
+example: $(BIN)/.silc-installed
+	$(BIN)/python examples/convert_and_classify.py

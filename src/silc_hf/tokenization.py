@@ -1,0 +1,31 @@
+"""Tokenizers trained from captions, for training from scratch without any download."""
+
+import json
+from collections.abc import Iterable
+
+from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+from transformers import CLIPTokenizer
+
+
+def train_clip_tokenizer(texts: Iterable[str], vocab_size: int = 4096, model_max_length: int = 77) -> CLIPTokenizer:
+    """Train a byte-level BPE with CLIP's conventions (lower-case, `</w>` word ends, `<|startoftext|>` /
+    `<|endoftext|>`) on `texts` with the `tokenizers` library, and return it as a `CLIPTokenizer`."""
+    template = CLIPTokenizer()  # CLIP's normalizer and pre-tokenizer, with a placeholder vocabulary
+    special = [template.bos_token, template.eos_token]
+    backend = Tokenizer(models.BPE(end_of_word_suffix="</w>", continuing_subword_prefix=""))
+    backend.normalizer = template.backend_tokenizer.normalizer
+    backend.pre_tokenizer = template.backend_tokenizer.pre_tokenizer
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=special,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        end_of_word_suffix="</w>",
+        show_progress=False,
+    )
+    backend.train_from_iterator(texts, trainer)
+    trained = json.loads(backend.to_str())["model"]
+    merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in trained["merges"]]
+    return CLIPTokenizer(vocab=trained["vocab"], merges=merges, model_max_length=model_max_length)
+
+
+__all__ = ["train_clip_tokenizer"]
