@@ -13,7 +13,7 @@ $(BIN)/.silc-installed: pyproject.toml
 
 # The test suite (CPU, float32).
 test: $(BIN)/.silc-installed
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -v --durations=5
 
 # Main job: convert a small random CLIP into a SILC folder and classify a bundled image with the pipeline.
 example: $(BIN)/.silc-installed
