@@ -1,11 +1,14 @@
-"""Image-text contrastive losses (CLIP softmax and SigLIP sigmoid).
+"""SILC's losses: the image-text contrastive loss (CLIP softmax or SigLIP sigmoid, distributed) and the DINO-style
+local-to-global distillation loss.
 
-Both take L2-normalised embeddings and the *log* logit scale, so that the model's `return_loss` path and the
-trainer share one implementation.
+The contrastive functions take L2-normalised embeddings and the *log* logit scale, so that the model's
+`return_loss` path and the trainer share one implementation.
 """
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
+from torch import nn
 
 
 def image_text_logits(
@@ -16,21 +19,121 @@ def image_text_logits(
 
 
 def softmax_contrastive_loss(logits_per_image: torch.Tensor) -> torch.Tensor:
-    """CLIP's symmetric cross-entropy; row i's positive is column i (Radford et al. 2021, open_clip `ClipLoss`)."""
+    """CLIP's symmetric cross-entropy over a square batch; row i's positive is column i (Radford et al. 2021,
+    open_clip `ClipLoss`)."""
     labels = torch.arange(logits_per_image.shape[0], device=logits_per_image.device)
     return (F.cross_entropy(logits_per_image, labels) + F.cross_entropy(logits_per_image.t(), labels)) / 2
 
 
-def sigmoid_contrastive_loss(logits_per_image: torch.Tensor) -> torch.Tensor:
-    """SigLIP's pairwise sigmoid loss, summed over texts and averaged over images (Zhai et al. 2023, big_vision)."""
-    labels = 2 * torch.eye(*logits_per_image.shape, device=logits_per_image.device) - 1
-    return -F.logsigmoid(labels * logits_per_image).sum() / logits_per_image.shape[0]
+def sigmoid_contrastive_loss(logits_per_image: torch.Tensor, first_label: int = 0) -> torch.Tensor:
+    """SigLIP's pairwise sigmoid loss (Zhai et al. 2023, big_vision): every image-text pair is a binary
+    classification; image i's positive is text `first_label + i`. Summed over texts, averaged over images."""
+    rows = logits_per_image.shape[0]
+    labels = -torch.ones_like(logits_per_image)
+    labels[torch.arange(rows), torch.arange(rows) + first_label] = 1
+    return -F.logsigmoid(labels * logits_per_image).sum() / rows
 
 
 def contrastive_loss(logits_per_image: torch.Tensor, loss_type: str) -> torch.Tensor:
-    """The image-text loss named by `SilcConfig.loss_type` (`"softmax"` or `"sigmoid"`)."""
+    """The single-process image-text loss named by `SilcConfig.loss_type` (`"softmax"` or `"sigmoid"`)."""
     if loss_type == "softmax":
         return softmax_contrastive_loss(logits_per_image)
     if loss_type == "sigmoid":
         return sigmoid_contrastive_loss(logits_per_image)
     raise ValueError(f"loss_type={loss_type!r} is not supported; use 'softmax' or 'sigmoid'.")
+
+
+class _AllGatherWithGrad(torch.autograd.Function):
+    """all_gather whose backward sums every rank's gradient for this rank's slice (all_reduce, then slice)."""
+
+    @staticmethod
+    def forward(ctx, tensor: torch.Tensor) -> torch.Tensor:
+        ctx.rank, ctx.batch = dist.get_rank(), tensor.shape[0]
+        gathered = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
+        dist.all_gather(gathered, tensor.contiguous())
+        return torch.cat(gathered)
+
+    @staticmethod
+    def backward(ctx, grad_output: torch.Tensor) -> torch.Tensor:
+        grad_output = grad_output.contiguous()
+        dist.all_reduce(grad_output)
+        return grad_output[ctx.rank * ctx.batch : (ctx.rank + 1) * ctx.batch]
+
+
+def is_distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
+    """Concatenate `tensor` from all ranks along dim 0, differentiably; the identity on one process."""
+    return _AllGatherWithGrad.apply(tensor) if is_distributed() else tensor
+
+
+def distributed_contrastive_loss(
+    image_embeds: torch.Tensor,
+    text_embeds: torch.Tensor,
+    logit_scale: torch.Tensor,
+    logit_bias: torch.Tensor,
+    loss_type: str,
+) -> torch.Tensor:
+    """Image-text loss over the global batch, computed locally (open_clip's `local_loss` + `gather_with_grad`).
+
+    Each rank scores its own images and texts against all ranks' texts and images. The mean of the ranks'
+    losses equals the single-process loss over the global batch, and so do the gradients once DDP averages
+    them: every rank's loss only counts its own rows, so the gathered features are not counted `world_size`
+    times (open_clip#616).
+    """
+    all_images, all_texts = gather_with_grad(image_embeds), gather_with_grad(text_embeds)
+    first = dist.get_rank() * image_embeds.shape[0] if is_distributed() else 0
+    image_to_text = image_text_logits(image_embeds, all_texts, logit_scale, logit_bias)  # (local, global)
+    if loss_type == "sigmoid":
+        return sigmoid_contrastive_loss(image_to_text, first)
+    if loss_type != "softmax":
+        raise ValueError(f"loss_type={loss_type!r} is not supported; use 'softmax' or 'sigmoid'.")
+    text_to_image = image_text_logits(text_embeds, all_images, logit_scale, logit_bias)  # (local, global)
+    labels = torch.arange(image_embeds.shape[0], device=image_embeds.device) + first
+    return (F.cross_entropy(image_to_text, labels) + F.cross_entropy(text_to_image, labels)) / 2
+
+
+class DistillationLoss(nn.Module):
+    """DINO's self-distillation loss (Caron et al. 2021; DINOv2 `loss/dino_clstoken_loss.py`), owning the center.
+
+    The teacher's prototype scores are centred (an EMA of their batch mean, all-reduced across ranks) and
+    sharpened with the teacher temperature; the student's are softened with `student_temperature`. The loss
+    is the cross-entropy `-sum p_teacher * log p_student`, averaged over the batch and over all pairs (teacher
+    global view i, student view j) with j != i.
+    """
+
+    def __init__(self, num_prototypes: int, student_temperature: float = 0.1, center_momentum: float = 0.9):
+        super().__init__()
+        self.student_temperature = student_temperature
+        self.center_momentum = center_momentum
+        self.register_buffer("center", torch.zeros(1, num_prototypes))
+
+    def forward(
+        self, student_views: list[torch.Tensor], teacher_views: list[torch.Tensor], teacher_temperature: float
+    ) -> torch.Tensor:
+        """`student_views[j]` / `teacher_views[i]` are `(batch, num_prototypes)` head outputs; student views
+        `0..len(teacher_views)-1` are the same global crops as the teacher's."""
+        teacher_probs = [F.softmax((t - self.center) / teacher_temperature, dim=-1) for t in teacher_views]
+        student_log_probs = [F.log_softmax(s / self.student_temperature, dim=-1) for s in student_views]
+        total, pairs = 0.0, 0
+        for i, p_teacher in enumerate(teacher_probs):
+            for j, log_p_student in enumerate(student_log_probs):
+                if i == j:
+                    continue
+                total = total - (p_teacher * log_p_student).sum(dim=-1).mean()
+                pairs += 1
+        if self.training:
+            self.update_center(torch.cat(teacher_views))
+        return total / pairs
+
+    @torch.no_grad()
+    def update_center(self, teacher_output: torch.Tensor) -> None:
+        """center <- m * center + (1 - m) * mean of the teacher outputs over the global batch."""
+        batch_sum = teacher_output.float().sum(dim=0, keepdim=True)
+        count = torch.tensor(float(teacher_output.shape[0]), device=teacher_output.device)
+        if is_distributed():
+            dist.all_reduce(batch_sum)
+            dist.all_reduce(count)
+        self.center.mul_(self.center_momentum).add_(batch_sum / count, alpha=1 - self.center_momentum)

@@ -554,7 +554,8 @@ class SilcModel(SilcPreTrainedModel):
         self.text_model = SilcTextModel._from_config(config.text_config)
         self.vision_model = SilcVisionModel._from_config(config.vision_config)
         self.logit_scale = nn.Parameter(torch.empty(1))  # log of the scale, as in CLIP and big_vision's `t`
-        self.logit_bias = nn.Parameter(torch.empty(1))
+        # A softmax over texts (or images) ignores a shared bias: it stays fixed, not drifting with Adam's noise.
+        self.logit_bias = nn.Parameter(torch.empty(1), requires_grad=config.loss_type == "sigmoid")
         self.post_init()
 
     def get_input_embeddings(self) -> nn.Module:

@@ -1,0 +1,255 @@
+"""Multi-crop views for SILC (DINO's recipe: 2 global + N local crops, Caron et al. 2021).
+
+The work is split in two:
+
+- in data workers (`MultiCropTransform`), per image: the crop boxes, one Pillow crop-and-resize per view
+  (uint8 output), and every random number of the photometric augmentation (a few scalars per view), all
+  drawn from a generator seeded by the sample, so a sample's views do not depend on worker count, rank or
+  resumption;
+- on the accelerator (`apply_photometric`), per batch: flip, colour jitter (in a per-view random order,
+  as torchvision's `ColorJitter`), grayscale, Gaussian blur, solarize and normalisation, as tensor ops.
+
+Written on plain tensors rather than with kornia: kornia's augmentation modules draw their own parameters on
+the device, which would tie a sample's views to the device RNG; its functional ops would serve, but the six
+ops needed here are a few lines each.
+"""
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+# Parameters of one view's photometric augmentation, drawn in the worker (name -> dtype).
+AUGMENT_KEYS = {
+    "flip": torch.bool,
+    "jitter": torch.bool,
+    "brightness": torch.float32,
+    "contrast": torch.float32,
+    "saturation": torch.float32,
+    "hue": torch.float32,
+    "jitter_order": torch.long,
+    "grayscale": torch.bool,
+    "blur": torch.bool,
+    "blur_sigma": torch.float32,
+    "solarize": torch.bool,
+}
+
+
+@dataclass
+class MultiCropArguments:
+    """Every number of the multi-crop augmentation (defaults: DINO / SILC, see DESIGN.md §1)."""
+
+    global_crop_scale: list[float] = field(default_factory=lambda: [0.4, 1.0], metadata={"help": "area fraction range of global crops"})
+    num_local_crops: int = field(default=8, metadata={"help": "local crops per image (0 disables distillation views)"})
+    local_crop_size: int = field(default=96, metadata={"help": "side of local crops; a multiple of the patch size"})
+    local_crop_scale: list[float] = field(default_factory=lambda: [0.05, 0.4], metadata={"help": "area fraction range of local crops"})
+    crop_ratio: list[float] = field(default_factory=lambda: [3 / 4, 4 / 3], metadata={"help": "aspect-ratio range of crops"})
+    flip_prob: float = 0.5
+    color_jitter_prob: float = 0.8
+    brightness: float = 0.4
+    contrast: float = 0.4
+    saturation: float = 0.2
+    hue: float = 0.1
+    grayscale_prob: float = 0.2
+    blur_probs: list[float] = field(default_factory=lambda: [1.0, 0.1, 0.5], metadata={"help": "global-1, global-2, local"})
+    blur_sigma: list[float] = field(default_factory=lambda: [0.1, 2.0], metadata={"help": "Gaussian blur sigma range (pixels)"})
+    blur_kernel_size: int = field(default=9, metadata={"help": "odd Gaussian kernel size (DINOv2: 9)"})
+    solarize_probs: list[float] = field(default_factory=lambda: [0.0, 0.2, 0.0], metadata={"help": "global-1, global-2, local"})
+    solarize_threshold: float = 0.5
+
+    def check(self, patch_size: int) -> None:
+        """Raise `ValueError` for values the model or the recipe cannot use."""
+        if self.local_crop_size % patch_size:
+            lower = max(patch_size, self.local_crop_size // patch_size * patch_size)
+            raise ValueError(
+                f"local_crop_size={self.local_crop_size} is not a multiple of patch_size={patch_size}; "
+                f"use {lower} or {lower + patch_size}."
+            )
+        for name in ("global_crop_scale", "local_crop_scale", "crop_ratio", "blur_sigma"):
+            low, high = getattr(self, name)
+            if not 0 < low <= high:
+                raise ValueError(f"{name}={getattr(self, name)} must be [low, high] with 0 < low <= high.")
+        for name, count in (("blur_probs", 3), ("solarize_probs", 3)):
+            if len(getattr(self, name)) != count:
+                raise ValueError(f"{name}={getattr(self, name)} needs {count} probabilities: global-1, global-2, local.")
+        if self.blur_kernel_size % 2 == 0:
+            raise ValueError(f"blur_kernel_size={self.blur_kernel_size} must be odd, e.g. {self.blur_kernel_size + 1}.")
+        if self.num_local_crops < 0:
+            raise ValueError(f"num_local_crops={self.num_local_crops} must be >= 0.")
+
+
+def random_resized_crop_box(
+    rng: np.random.Generator, width: int, height: int, scale: list[float], ratio: list[float]
+) -> tuple[int, int, int, int]:
+    """A crop box `(left, top, right, bottom)` covering a random area fraction in `scale` with a random aspect
+    ratio in `ratio` (log-uniform); after 10 failed draws, the largest centred box within `ratio`.
+    Same distribution as torchvision's `RandomResizedCrop`."""
+    area = width * height
+    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
+    for _ in range(10):
+        target = area * rng.uniform(*scale)
+        aspect = math.exp(rng.uniform(*log_ratio))
+        w, h = round(math.sqrt(target * aspect)), round(math.sqrt(target / aspect))
+        if 0 < w <= width and 0 < h <= height:
+            left, top = int(rng.integers(0, width - w + 1)), int(rng.integers(0, height - h + 1))
+            return left, top, left + w, top + h
+    aspect = width / height
+    if aspect < ratio[0]:
+        w, h = width, round(width / ratio[0])
+    elif aspect > ratio[1]:
+        w, h = round(height * ratio[1]), height
+    else:
+        w, h = width, height
+    left, top = (width - w) // 2, (height - h) // 2
+    return left, top, left + w, top + h
+
+
+class MultiCropTransform:
+    """Worker-side half: crops an RGB image into 2 global and N local uint8 views and draws their
+    photometric parameters."""
+
+    def __init__(self, args: MultiCropArguments, global_crop_size: int):
+        self.args = args
+        self.global_crop_size = global_crop_size
+
+    def _draw_augment(self, rng: np.random.Generator, blur_prob: float, solarize_prob: float) -> dict:
+        a = self.args
+        return {
+            "flip": rng.random() < a.flip_prob,
+            "jitter": rng.random() < a.color_jitter_prob,
+            "brightness": rng.uniform(max(0.0, 1 - a.brightness), 1 + a.brightness),
+            "contrast": rng.uniform(max(0.0, 1 - a.contrast), 1 + a.contrast),
+            "saturation": rng.uniform(max(0.0, 1 - a.saturation), 1 + a.saturation),
+            "hue": rng.uniform(-a.hue, a.hue),
+            "jitter_order": rng.permutation(4),
+            "grayscale": rng.random() < a.grayscale_prob,
+            "blur": rng.random() < blur_prob,
+            "blur_sigma": rng.uniform(*a.blur_sigma),
+            "solarize": rng.random() < solarize_prob,
+        }
+
+    def _crop(self, image: Image.Image, rng: np.random.Generator, size: int, scale: list[float]) -> torch.Tensor:
+        box = random_resized_crop_box(rng, image.width, image.height, scale, self.args.crop_ratio)
+        view = image.resize((size, size), Image.Resampling.BICUBIC, box=box)
+        return torch.from_numpy(np.asarray(view).copy()).permute(2, 0, 1)  # (3, size, size) uint8
+
+    def __call__(self, image: Image.Image, rng: np.random.Generator) -> dict:
+        a = self.args
+        global_views, global_augment = [], []
+        for index in range(2):
+            global_views.append(self._crop(image, rng, self.global_crop_size, a.global_crop_scale))
+            global_augment.append(self._draw_augment(rng, a.blur_probs[index], a.solarize_probs[index]))
+        local_views, local_augment = [], []
+        for _ in range(a.num_local_crops):
+            local_views.append(self._crop(image, rng, a.local_crop_size, a.local_crop_scale))
+            local_augment.append(self._draw_augment(rng, a.blur_probs[2], a.solarize_probs[2]))
+        empty = torch.empty(0, 3, a.local_crop_size, a.local_crop_size, dtype=torch.uint8)
+        return {
+            "global_views": torch.stack(global_views),
+            "local_views": torch.stack(local_views) if local_views else empty,
+            "global_augment": stack_augment(global_augment),
+            "local_augment": stack_augment(local_augment),
+        }
+
+
+def stack_augment(per_view: list[dict]) -> dict[str, torch.Tensor]:
+    """List of per-view parameter dicts -> dict of tensors with a leading view dimension."""
+    return {
+        key: torch.as_tensor(np.array([view[key] for view in per_view]), dtype=dtype).reshape(
+            len(per_view), *((4,) if key == "jitter_order" else ())
+        )
+        for key, dtype in AUGMENT_KEYS.items()
+    }
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Accelerator-side half: batched photometric ops on float images in [0, 1], shape (n, 3, H, W).
+
+
+def _grayscale(images: torch.Tensor) -> torch.Tensor:
+    """ITU-R 601-2 luma (Pillow's "L" conversion), `(n, 1, H, W)`."""
+    r, g, b = images.unbind(1)
+    return (0.299 * r + 0.587 * g + 0.114 * b).unsqueeze(1)
+
+
+def _blend(images: torch.Tensor, other: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    factor = factor.view(-1, 1, 1, 1)
+    return (factor * images + (1 - factor) * other).clamp(0, 1)
+
+
+def _rgb_to_hsv(images: torch.Tensor) -> torch.Tensor:
+    r, g, b = images.unbind(1)
+    value, _ = images.max(1)
+    chroma = value - images.min(1).values
+    safe_chroma = torch.where(chroma > 0, chroma, torch.ones_like(chroma))
+    saturation = torch.where(value > 0, chroma / torch.where(value > 0, value, torch.ones_like(value)), torch.zeros_like(value))
+    hue = torch.where(
+        value == r,
+        ((g - b) / safe_chroma) % 6,
+        torch.where(value == g, (b - r) / safe_chroma + 2, (r - g) / safe_chroma + 4),
+    )
+    hue = torch.where(chroma > 0, hue / 6, torch.zeros_like(hue))
+    return torch.stack([hue, saturation, value], 1)
+
+
+def _hsv_to_rgb(hsv: torch.Tensor) -> torch.Tensor:
+    hue, saturation, value = hsv.unsqueeze(2).unbind(1)  # each (n, 1, H, W)
+    k = (torch.tensor([5.0, 3.0, 1.0], device=hsv.device).view(1, 3, 1, 1) + hue * 6) % 6
+    return value - value * saturation * torch.minimum(k, 4 - k).clamp(0, 1)
+
+
+def _adjust_hue(images: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    hsv = _rgb_to_hsv(images)
+    hsv = torch.cat([(hsv[:, :1] + shift.view(-1, 1, 1, 1)) % 1.0, hsv[:, 1:]], dim=1)
+    return _hsv_to_rgb(hsv)
+
+
+_JITTER_OPS = (
+    ("brightness", lambda x, f: _blend(x, torch.zeros_like(x), f)),
+    ("contrast", lambda x, f: _blend(x, _grayscale(x).mean(dim=(1, 2, 3), keepdim=True), f)),
+    ("saturation", lambda x, f: _blend(x, _grayscale(x), f)),
+    ("hue", _adjust_hue),
+)
+
+
+def _gaussian_blur(images: torch.Tensor, sigma: torch.Tensor, kernel_size: int) -> torch.Tensor:
+    """Separable Gaussian blur with one sigma per image and reflect padding."""
+    n, channels, height, width = images.shape
+    offsets = torch.arange(kernel_size, device=images.device, dtype=images.dtype) - kernel_size // 2
+    kernel = torch.exp(-(offsets**2) / (2 * sigma.view(-1, 1) ** 2))
+    kernel = (kernel / kernel.sum(dim=1, keepdim=True)).repeat_interleave(channels, dim=0)  # (n * 3, k)
+    x = images.reshape(1, n * channels, height, width)
+    pad = kernel_size // 2
+    x = F.conv2d(F.pad(x, (pad, pad, 0, 0), mode="reflect"), kernel.view(-1, 1, 1, kernel_size), groups=n * channels)
+    x = F.conv2d(F.pad(x, (0, 0, pad, pad), mode="reflect"), kernel.view(-1, 1, kernel_size, 1), groups=n * channels)
+    return x.reshape(n, channels, height, width)
+
+
+def apply_photometric(
+    views: torch.Tensor,
+    augment: dict[str, torch.Tensor],
+    image_mean: list[float],
+    image_std: list[float],
+    blur_kernel_size: int = 9,
+    solarize_threshold: float = 0.5,
+) -> torch.Tensor:
+    """Flip, colour jitter, grayscale, blur, solarize and normalise uint8 views `(n, 3, H, W)` with their
+    per-view parameters (each `augment[key]` has a leading dimension n). Returns float32 pixel values."""
+    x = views.float() / 255
+    x = torch.where(augment["flip"].view(-1, 1, 1, 1), x.flip(-1), x)
+    for slot in range(4):  # each view applies the four jitter ops in its own random order
+        for op_index, (name, op) in enumerate(_JITTER_OPS):
+            chosen = torch.nonzero(augment["jitter"] & (augment["jitter_order"][:, slot] == op_index)).flatten()
+            if chosen.numel():
+                x[chosen] = op(x[chosen], augment[name][chosen])
+    x = torch.where(augment["grayscale"].view(-1, 1, 1, 1), _grayscale(x).expand_as(x), x)
+    blurred = torch.nonzero(augment["blur"]).flatten()
+    if blurred.numel():
+        x[blurred] = _gaussian_blur(x[blurred], augment["blur_sigma"][blurred], blur_kernel_size)
+    x = torch.where(augment["solarize"].view(-1, 1, 1, 1) & (x >= solarize_threshold), 1 - x, x)
+    mean = torch.tensor(image_mean, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
+    std = torch.tensor(image_std, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
+    return (x - mean) / std

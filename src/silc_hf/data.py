@@ -1,0 +1,267 @@
+"""Image-caption data for SILC pretraining: loading, the bad-sample policy, multi-crop samples, the collator.
+
+Any `datasets` dataset with an image column and a text column works (`imagefolder` + `metadata.jsonl`,
+webdataset tar shards, Hub datasets, `streaming=True`). Images are decoded here, not by `datasets`, so
+that an undecodable file is a skipped sample and not a crash: every bad sample is skipped with a warning
+naming it and counted (the count travels with the batch and the trainer logs it), or raises
+`BadSampleError` in `strict` mode.
+"""
+
+import glob
+import io
+import os
+import re
+import warnings
+import zlib
+from dataclasses import dataclass, field
+
+import datasets
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from transformers.utils import logging
+
+from .augmentation import MultiCropTransform
+
+logger = logging.get_logger(__name__)
+
+
+class BadSampleError(ValueError):
+    """A sample that cannot be trained on; the message names the sample and the reason."""
+
+
+@dataclass
+class SilcDataArguments:
+    """Where the image-caption pairs come from and what counts as a bad sample."""
+
+    train_data: str | None = field(
+        default=None,
+        metadata={"help": "imagefolder directory, webdataset shards ('shards/{00000..00099}.tar' or a glob), or a Hub dataset"},
+    )
+    eval_data: str | None = field(default=None, metadata={"help": "same forms as train_data"})
+    image_column: str = field(default="image", metadata={"help": "column with the images (webdataset: e.g. 'jpg')"})
+    text_column: str = field(default="text", metadata={"help": "column with the captions (webdataset: e.g. 'txt')"})
+    streaming: bool = field(default=False, metadata={"help": "stream the data (requires max_steps)"})
+    strict: bool = field(default=False, metadata={"help": "raise on the first bad sample instead of skipping it"})
+    max_caption_chars: int = field(default=1000, metadata={"help": "longer captions are bad samples"})
+    min_image_size: int | None = field(default=None, metadata={"help": "images with a smaller side are bad (default: local crop size)"})
+    max_image_pixels: int = field(default=89_478_485, metadata={"help": "larger images are bad (decompression bombs)"})
+
+
+def expand_braces(pattern: str) -> list[str]:
+    """'shards/{00000..00002}.tar' -> ['shards/00000.tar', 'shards/00001.tar', 'shards/00002.tar'] (zero padding kept)."""
+    match = re.search(r"\{(\d+)\.\.(\d+)\}", pattern)
+    if not match:
+        return [pattern]
+    first, last = match.groups()
+    width = len(first)
+    return [
+        name
+        for number in range(int(first), int(last) + 1)
+        for name in expand_braces(pattern[: match.start()] + str(number).zfill(width) + pattern[match.end() :])
+    ]
+
+
+def load_image_text_dataset(data: str, split: str = "train", streaming: bool = False):
+    """Load a directory (`imagefolder`, or a folder of `.tar` shards), shard patterns (webdataset) or a Hub id."""
+    if os.path.isdir(data):
+        shards = sorted(glob.glob(os.path.join(data, "*.tar")))
+        if shards:
+            return datasets.load_dataset("webdataset", data_files={split: shards}, split=split, streaming=streaming)
+        return datasets.load_dataset("imagefolder", data_dir=data, split=split, streaming=streaming)
+    if data.endswith(".tar") or "{" in data or "*" in data:
+        shards = sorted(f for pattern in expand_braces(data) for f in (glob.glob(pattern) or [pattern]))
+        missing = [f for f in shards if not os.path.exists(f)]
+        if missing:
+            raise FileNotFoundError(f"{len(missing)} webdataset shards do not exist, e.g. {missing[:3]}")
+        return datasets.load_dataset("webdataset", data_files={split: shards}, split=split, streaming=streaming)
+    return datasets.load_dataset(data, split=split, streaming=streaming)
+
+
+def undecoded(dataset, image_column: str):
+    """Ask `datasets` to hand over the image bytes (so that decoding errors are ours to handle)."""
+    features = dataset.features or {}
+    if isinstance(features.get(image_column), datasets.Image):
+        return dataset.cast_column(image_column, datasets.Image(decode=False))
+    return dataset
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Convert any Pillow mode to 8-bit RGB without garbage: 16-bit values are scaled (not clipped),
+    transparency is composited over white, palettes are expanded."""
+    if image.mode == "RGB":
+        return image
+    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        pixels = np.asarray(image, dtype=np.float64)
+        return Image.fromarray(np.clip(pixels / 257.0, 0, 255).round().astype(np.uint8)).convert("RGB")
+    if image.mode == "F":
+        raise BadSampleError("floating-point image (mode F) has no defined value range")
+    if image.mode == "P":
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+@dataclass
+class SamplePreparer:
+    """Validate a raw example, decode its image and cut the multi-crop views; raises `BadSampleError`."""
+
+    transform: MultiCropTransform
+    image_column: str = "image"
+    text_column: str = "text"
+    max_caption_chars: int = 1000
+    min_image_size: int = 1
+    max_image_pixels: int = 89_478_485
+
+    def caption(self, example: dict) -> str:
+        caption = example.get(self.text_column)
+        if caption is None:
+            raise BadSampleError(f"missing caption (no '{self.text_column}' value)")
+        if isinstance(caption, bytes):
+            caption = caption.decode("utf-8", errors="replace")
+        if not isinstance(caption, str):
+            raise BadSampleError(f"caption is a {type(caption).__name__}, not a string")
+        caption = caption.strip()
+        if not caption:
+            raise BadSampleError("empty caption")
+        if len(caption) > self.max_caption_chars:
+            raise BadSampleError(f"caption has {len(caption)} characters (> max_caption_chars={self.max_caption_chars})")
+        return caption
+
+    def image(self, example: dict) -> Image.Image:
+        value = example.get(self.image_column)
+        if isinstance(value, Image.Image):
+            image = value
+        else:
+            if isinstance(value, dict):
+                value = value["bytes"] if value.get("bytes") is not None else value.get("path")
+            if value is None:
+                raise BadSampleError(f"missing image (no '{self.image_column}' value)")
+            is_bytes = isinstance(value, (bytes, bytearray))
+            if (len(value) if is_bytes else os.path.getsize(value)) == 0:
+                raise BadSampleError("zero-size image file")
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("error", Image.DecompressionBombWarning)
+                    image = Image.open(io.BytesIO(value) if is_bytes else value)
+            except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning, OSError) as error:
+                raise BadSampleError(f"undecodable image ({type(error).__name__}: {error})") from None
+        width, height = image.size
+        if width == 0 or height == 0:
+            raise BadSampleError(f"zero-size image ({width}x{height})")
+        if width * height > self.max_image_pixels:
+            raise BadSampleError(f"image has {width}x{height} pixels (> max_image_pixels={self.max_image_pixels}): decompression bomb?")
+        if min(width, height) < self.min_image_size:
+            raise BadSampleError(f"image is {width}x{height}, smaller than min_image_size={self.min_image_size}")
+        try:
+            image.load()
+        except (OSError, SyntaxError, ValueError) as error:
+            raise BadSampleError(f"truncated or corrupt image ({type(error).__name__}: {error})") from None
+        return to_rgb(image)
+
+    def key(self, example: dict, fallback: str) -> str:
+        """A name for the sample in warnings: its webdataset key or file path, else `fallback`."""
+        image = example.get(self.image_column)
+        path = image.get("path") if isinstance(image, dict) else None
+        return str(example.get("__key__") or path or fallback)
+
+    def __call__(self, example: dict, rng: np.random.Generator) -> dict:
+        caption = self.caption(example)
+        sample = self.transform(self.image(example), rng)
+        sample["caption"] = caption
+        return sample
+
+
+def _skip(key: str, error: BadSampleError, strict: bool) -> None:
+    if strict:
+        raise BadSampleError(f"Bad sample {key}: {error} (strict mode; set strict=False to skip bad samples)") from None
+    logger.warning(f"Skipping bad sample {key}: {error}")
+
+
+class MultiCropDataset(torch.utils.data.Dataset):
+    """Map-style multi-crop samples. A bad sample is replaced by the next good one (so batches keep their
+    size, which the cross-rank feature gather needs); each sample counts the bad ones it replaced.
+    Sample i's crops are drawn from a generator seeded by (seed, epoch, i)."""
+
+    def __init__(self, dataset, preparer: SamplePreparer, seed: int = 0, strict: bool = False, max_attempts: int = 100):
+        self.dataset = undecoded(dataset, preparer.image_column)
+        self.preparer, self.seed, self.strict, self.max_attempts = preparer, seed, strict, max_attempts
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict:
+        for attempt in range(self.max_attempts):
+            position = (index + attempt) % len(self.dataset)
+            example = self.dataset[position]
+            try:
+                sample = self.preparer(example, np.random.default_rng([self.seed, self.epoch, position]))
+            except BadSampleError as error:
+                _skip(self.preparer.key(example, f"#{position}"), error, self.strict)
+                continue
+            sample["skipped_samples"] = attempt
+            return sample
+        raise RuntimeError(f"{self.max_attempts} consecutive bad samples from index {index}; check the dataset.")
+
+
+class StreamingMultiCropDataset(torch.utils.data.IterableDataset):
+    """Iterable multi-crop samples from a streaming (or any iterable) `datasets` dataset, split by rank
+    (`datasets.distributed.split_dataset_by_node`) and by data worker. Bad samples are dropped and counted
+    on the next good sample. A sample's crops are seeded by (seed, epoch, its key or position)."""
+
+    def __init__(self, dataset, preparer: SamplePreparer, seed: int = 0, strict: bool = False, rank: int = 0, world_size: int = 1):
+        dataset = undecoded(dataset, preparer.image_column)
+        if world_size > 1:
+            dataset = datasets.distributed.split_dataset_by_node(dataset, rank=rank, world_size=world_size)
+        self.dataset, self.preparer, self.seed, self.strict, self.rank = dataset, preparer, seed, strict, rank
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+        if hasattr(self.dataset, "set_epoch"):
+            self.dataset.set_epoch(epoch)
+
+    def __iter__(self):
+        skipped = 0
+        for position, example in enumerate(self.dataset):
+            key = self.preparer.key(example, f"rank{self.rank}:{position}")
+            rng = np.random.default_rng([self.seed, self.epoch, zlib.crc32(key.encode())])
+            try:
+                sample = self.preparer(example, rng)
+            except BadSampleError as error:
+                _skip(key, error, self.strict)
+                skipped += 1
+                continue
+            sample["skipped_samples"], skipped = skipped, 0
+            yield sample
+
+
+class SilcMultiCropCollator:
+    """Stacks multi-crop samples and tokenises their captions with the model's processor.
+
+    Yields `global_views` (batch, 2, 3, S, S) and `local_views` (batch, N, 3, s, s) as uint8, their
+    `global_augment` / `local_augment` parameters, `input_ids`, `attention_mask` and `skipped_samples`."""
+
+    def __init__(self, processor, max_length: int):
+        self.processor, self.max_length = processor, max_length
+
+    def __call__(self, samples: list[dict]) -> dict:
+        text = self.processor(
+            text=[s["caption"] for s in samples], truncation=True, max_length=self.max_length, return_tensors="pt"
+        )
+        batch = {
+            key: torch.stack([s[key] for s in samples]) for key in ("global_views", "local_views")
+        }
+        for key in ("global_augment", "local_augment"):
+            batch[key] = {name: torch.stack([s[key][name] for s in samples]) for name in samples[0][key]}
+        batch["input_ids"] = text["input_ids"]
+        batch["attention_mask"] = text.get("attention_mask", torch.ones_like(text["input_ids"]))
+        batch["skipped_samples"] = torch.tensor([s["skipped_samples"] for s in samples])
+        return batch

@@ -1,0 +1,216 @@
+"""SILC's local-to-global self-distillation: the DINO head, the EMA teacher and the pretraining wrapper.
+
+`SilcPretrainingModel` is what the `Trainer` trains (DINOv2's `SSLMetaArch` in Hugging Face form). It holds
+the student `SilcModel`, the student head, the teacher (a frozen float32 copy of the student's vision tower
+and head, always in eval mode) and the distillation loss with its center; all of it is in the checkpoints,
+and only the student is exported.
+"""
+
+import copy
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .augmentation import apply_photometric
+from .losses import DistillationLoss, distributed_contrastive_loss
+from .modeling_silc import SilcModel
+
+
+class DINOHead(nn.Module):
+    """DINO projection head (Caron et al. 2021; DINOv2 `layers/dino_head.py`): an MLP with GELUs down to a
+    bottleneck, L2 normalisation, then a bias-free linear layer onto `num_prototypes` whose rows are kept at
+    unit norm (DINO's weight-normalised last layer with its gain frozen at 1)."""
+
+    def __init__(self, in_dim: int, num_prototypes: int, hidden_dim: int = 2048, bottleneck_dim: int = 256, num_layers: int = 3):
+        super().__init__()
+        if num_layers < 1:
+            raise ValueError(f"head_num_layers={num_layers} must be >= 1.")
+        dims = [in_dim] + [hidden_dim] * (num_layers - 1) + [bottleneck_dim]
+        layers = []
+        for index, (fan_in, fan_out) in enumerate(zip(dims[:-1], dims[1:])):
+            layers.append(nn.Linear(fan_in, fan_out))
+            if index < num_layers - 1:
+                layers.append(nn.GELU())
+        self.mlp = nn.Sequential(*layers)
+        self.prototypes = nn.Parameter(torch.empty(num_prototypes, bottleneck_dim))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        for module in self.mlp:
+            if isinstance(module, nn.Linear):
+                nn.init.trunc_normal_(module.weight, std=0.02)
+                nn.init.zeros_(module.bias)
+        nn.init.trunc_normal_(self.prototypes, std=0.02)
+
+    def forward(self, pooled: torch.Tensor) -> torch.Tensor:
+        bottleneck = F.normalize(self.mlp(pooled), dim=-1)  # (batch, bottleneck)
+        return bottleneck @ F.normalize(self.prototypes, dim=-1).t()  # (batch, num_prototypes)
+
+
+class SilcTeacher(nn.Module):
+    """EMA teacher: a copy of the student's vision tower and head. No gradients; eval mode whatever
+    `train()` says, so that dropout or other train-time behaviour never reaches it."""
+
+    def __init__(self, vision_model: nn.Module, head: DINOHead):
+        super().__init__()
+        self.vision_model = copy.deepcopy(vision_model).float()
+        self.head = copy.deepcopy(head).float()
+        self.requires_grad_(False)
+        self.eval()
+
+    def train(self, mode: bool = True):
+        return super().train(False)
+
+    @torch.no_grad()
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return self.head(self.vision_model(pixel_values=pixel_values).pooler_output)
+
+
+@torch.no_grad()
+def ema_update(teacher: Sequence[torch.Tensor], student: Sequence[torch.Tensor], momentum: float) -> None:
+    """teacher <- momentum * teacher + (1 - momentum) * student, fused over all tensors (`torch._foreach_*`)."""
+    student = [s.detach().to(t.dtype) for t, s in zip(teacher, student)]
+    torch._foreach_mul_(teacher, momentum)
+    torch._foreach_add_(teacher, student, alpha=1 - momentum)
+
+
+def cosine_schedule(start: float, end: float, step: int, total_steps: int) -> float:
+    """Half-cosine from `start` (step 0) to `end` (step `total_steps`), constant after."""
+    progress = min(max(step, 0) / max(total_steps, 1), 1.0)
+    return end + (start - end) * (1 + math.cos(math.pi * progress)) / 2
+
+
+def linear_warmup(start: float, end: float, step: int, warmup_steps: int) -> float:
+    """Linear from `start` (step 0) to `end` (step `warmup_steps`), constant after."""
+    if warmup_steps <= 0:
+        return end
+    return start + (end - start) * min(max(step, 0) / warmup_steps, 1.0)
+
+
+class SilcPretrainingModel(nn.Module):
+    """Student `SilcModel` + student head + EMA teacher + distillation loss; returns SILC's named losses.
+
+    `forward` takes the multi-crop batch (uint8 views and their photometric parameters, see
+    `augmentation.py`), texts, and the step-dependent teacher temperature and distillation weight:
+
+        loss = mean over global views v of contrastive(image_v, text) + distill_weight * distillation
+
+    The student's global forward serves both terms; the texts are encoded once for both global views.
+    """
+
+    def __init__(
+        self,
+        student: SilcModel,
+        head_num_prototypes: int = 65536,
+        head_hidden_dim: int = 2048,
+        head_bottleneck_dim: int = 256,
+        head_num_layers: int = 3,
+        student_temperature: float = 0.1,
+        center_momentum: float = 0.9,
+        image_mean: Sequence[float] = (0.5, 0.5, 0.5),
+        image_std: Sequence[float] = (0.5, 0.5, 0.5),
+        blur_kernel_size: int = 9,
+        solarize_threshold: float = 0.5,
+    ):
+        super().__init__()
+        self.student = student
+        self.student_head = DINOHead(
+            student.config.vision_config.hidden_size, head_num_prototypes, head_hidden_dim, head_bottleneck_dim, head_num_layers
+        ).to(student.dtype)
+        self.teacher = SilcTeacher(student.vision_model, self.student_head)
+        self.distillation_loss = DistillationLoss(head_num_prototypes, student_temperature, center_momentum)
+        # Whether the teacher has been (re-)initialised from the student: distillation may start late.
+        self.register_buffer("distillation_started", torch.zeros((), dtype=torch.bool))
+        self.photometric = dict(
+            image_mean=list(image_mean),
+            image_std=list(image_std),
+            blur_kernel_size=blur_kernel_size,
+            solarize_threshold=solarize_threshold,
+        )
+
+    @property
+    def config(self):
+        return self.student.config
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.teacher.train(False)
+        return self
+
+    def activation_checkpointing_enable(self, *args, **kwargs) -> None:
+        """Checkpoint the student's layers (the teacher runs without gradients and needs none)."""
+        self.student.activation_checkpointing_enable(*args, **kwargs)
+
+    def ema_parameters(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Matching (teacher, student) parameter lists, checked by name."""
+        teacher = dict(self.teacher.vision_model.named_parameters())
+        teacher.update({f"head.{k}": v for k, v in self.teacher.head.named_parameters()})
+        student = dict(self.student.vision_model.named_parameters())
+        student.update({f"head.{k}": v for k, v in self.student_head.named_parameters()})
+        if teacher.keys() != student.keys():
+            raise RuntimeError(f"Teacher and student parameters differ: {sorted(teacher.keys() ^ student.keys())[:5]}")
+        names = sorted(teacher)
+        return [teacher[n] for n in names], [student[n] for n in names]
+
+    @torch.no_grad()
+    def update_teacher(self, momentum: float) -> None:
+        """One EMA step of the teacher towards the student (call once per optimizer step)."""
+        ema_update(*self.ema_parameters(), momentum)
+
+    @torch.no_grad()
+    def start_distillation(self) -> None:
+        """Copy the student into the teacher and reset the center (SigLIP 2's late start; DINO's init)."""
+        teacher, student = self.ema_parameters()
+        torch._foreach_copy_(teacher, [s.detach().to(t.dtype) for t, s in zip(teacher, student)])
+        self.distillation_loss.center.zero_()
+        self.distillation_started.fill_(True)
+
+    def _pixels(self, views: torch.Tensor, augment: dict[str, torch.Tensor]) -> torch.Tensor:
+        """(batch, num_views, 3, H, W) uint8 -> (num_views * batch, 3, H, W) augmented, view-major."""
+        batch, num_views = views.shape[:2]
+        views = views.transpose(0, 1).flatten(0, 1)
+        augment = {key: value.transpose(0, 1).flatten(0, 1) for key, value in augment.items()}
+        return apply_photometric(views, augment, **self.photometric).to(self.student.dtype)
+
+    def forward(
+        self,
+        global_views: torch.Tensor,
+        global_augment: dict[str, torch.Tensor],
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        local_views: torch.Tensor | None = None,
+        local_augment: dict[str, torch.Tensor] | None = None,
+        teacher_temperature: float = 0.07,
+        distill_weight: float = 1.0,
+    ) -> dict[str, torch.Tensor]:
+        batch, num_global = global_views.shape[:2]
+        student = self.student
+        text_embeds = F.normalize(student.text_model(input_ids=input_ids, attention_mask=attention_mask).text_embeds, dim=-1)
+        global_pixels = self._pixels(global_views, global_augment)
+        global_out = student.vision_model(pixel_values=global_pixels)
+        image_embeds = F.normalize(global_out.image_embeds, dim=-1).view(num_global, batch, -1)
+        contrastive = torch.stack(
+            [
+                distributed_contrastive_loss(view, text_embeds, student.logit_scale, student.logit_bias, student.config.loss_type)
+                for view in image_embeds
+            ]
+        ).mean()
+        losses = {"contrastive_loss": contrastive}
+
+        if distill_weight > 0:
+            student_pooled = [global_out.pooler_output]
+            if local_views is not None and local_views.shape[1] > 0:
+                local_pixels = self._pixels(local_views, local_augment)
+                local_out = student.vision_model(pixel_values=local_pixels, interpolate_pos_encoding=True)
+                student_pooled.append(local_out.pooler_output)
+            student_logits = self.student_head(torch.cat(student_pooled)).float().split(batch)
+            teacher_logits = self.teacher(global_pixels.float()).split(batch)
+            distillation = self.distillation_loss(list(student_logits), list(teacher_logits), teacher_temperature)
+            losses["distillation_loss"] = distillation
+            losses["loss"] = contrastive + distill_weight * distillation
+        else:
+            losses["loss"] = contrastive
+        return losses

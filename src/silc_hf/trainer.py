@@ -1,0 +1,247 @@
+"""`SilcTrainer`: a `transformers.Trainer` that adds SILC's EMA teacher and distillation loss to the
+image-text loss, and `SilcTrainingArguments`, which hold SILC's training knobs.
+
+Gradient accumulation: each micro-batch's contrastive loss only sees that micro-batch's negatives (and,
+under DDP, the other ranks' same-index micro-batches), so accumulating k micro-batches of B is not the
+same as one batch of kB: it has k times fewer negatives per loss term. The gradients are the mean over
+micro-batches, and the teacher moves once per optimizer step.
+"""
+
+import math
+import os
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import torch
+from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers.trainer import TRAINING_ARGS_NAME
+from transformers.utils import logging
+
+from .augmentation import MultiCropArguments
+from .data import StreamingMultiCropDataset
+from .distillation import SilcPretrainingModel, cosine_schedule, linear_warmup
+from .modeling_silc import SilcModel
+
+logger = logging.get_logger(__name__)
+
+MOMENTUM_SCHEDULES = ("constant", "cosine")
+
+
+@dataclass
+class SilcTrainingArguments(MultiCropArguments, TrainingArguments):
+    """`TrainingArguments` plus SILC's knobs: the multi-crop views (see `MultiCropArguments`), the
+    distillation loss and its schedules, the EMA teacher and the DINO head. Defaults: DESIGN.md §1."""
+
+    distill_weight: float = field(default=1.0, metadata={"help": "lambda: weight of the distillation loss"})
+    distill_start_step: int = field(
+        default=0, metadata={"help": "optimizer step at which distillation starts (teacher copied from the student)"}
+    )
+    teacher_momentum: float = field(default=0.999, metadata={"help": "EMA momentum of the teacher (fixed in SILC)"})
+    teacher_momentum_schedule: str = field(default="constant", metadata={"help": "'constant' or 'cosine' (to teacher_momentum_end)"})
+    teacher_momentum_end: float = field(default=1.0, metadata={"help": "final momentum of the cosine schedule"})
+    student_temperature: float = 0.1
+    teacher_temperature: float = 0.07
+    teacher_temperature_warmup_start: float = 0.04
+    teacher_temperature_warmup_ratio: float = field(
+        default=0.1, metadata={"help": "fraction of the distillation steps over which the teacher temperature warms up"}
+    )
+    center_momentum: float = 0.9
+    head_num_prototypes: int = 65536
+    head_hidden_dim: int = 2048
+    head_bottleneck_dim: int = 256
+    head_num_layers: int = 3
+    max_logit_scale: float = field(default=100.0, metadata={"help": "softmax models: clamp exp(logit_scale) after each step"})
+    remove_unused_columns: bool = field(default=False, metadata={"help": "must stay False: the batch is built by the collator"})
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.teacher_momentum_schedule not in MOMENTUM_SCHEDULES:
+            raise ValueError(
+                f"teacher_momentum_schedule={self.teacher_momentum_schedule!r} is not supported; use one of {list(MOMENTUM_SCHEDULES)}."
+            )
+        if not 0 <= self.teacher_momentum <= 1:
+            raise ValueError(f"teacher_momentum={self.teacher_momentum} must be in [0, 1] (SILC: 0.999).")
+        if self.distill_weight < 0:
+            raise ValueError(f"distill_weight={self.distill_weight} must be >= 0 (0 trains CLIP/SigLIP only).")
+        if self.remove_unused_columns:
+            raise ValueError("remove_unused_columns=True would drop the multi-crop views; SILC needs False.")
+
+
+class _SilcStepCallback(TrainerCallback):
+    """After each optimizer step (not micro-batch): clamp the logit scale, move the teacher."""
+
+    def __init__(self, trainer: "SilcTrainer"):
+        self.trainer = trainer
+
+    def on_optimizer_step(self, args, state, control, **kwargs):
+        self.trainer.after_optimizer_step(state.global_step)
+
+
+class SilcTrainer(Trainer):
+    """Trainer for SILC pretraining and fine-tuning.
+
+    Give it a `SilcModel` (it builds the `SilcPretrainingModel` around it: head, teacher, loss) or a
+    `SilcPretrainingModel`, a `SilcTrainingArguments`, a multi-crop dataset and `SilcMultiCropCollator`
+    (see `silc_hf.data`), and the model's processor as `processing_class` (its normalisation is used for
+    the views, and it is saved with the model). Checkpoints hold the whole pretraining state (student,
+    head, teacher, center); `save_model()` writes a clean `SilcModel` folder with the processor.
+    """
+
+    # compute_loss returns each micro-batch's mean loss; the Trainer divides it by the accumulation steps.
+    loss_is_scaled_for_ga = False
+
+    def __init__(self, model=None, args: SilcTrainingArguments = None, processing_class=None, **kwargs):
+        if not isinstance(args, SilcTrainingArguments):
+            raise TypeError(f"SilcTrainer needs SilcTrainingArguments, got {type(args).__name__}.")
+        if isinstance(model, SilcModel):
+            model = self.build_pretraining_model(model, args, processing_class)
+        if not isinstance(model, SilcPretrainingModel):
+            raise TypeError(f"SilcTrainer trains a SilcModel or a SilcPretrainingModel, got {type(model).__name__}.")
+        args.check(model.config.vision_config.patch_size)
+        super().__init__(model=model, args=args, processing_class=processing_class, **kwargs)
+        if self.is_deepspeed_enabled and self.accelerator.state.deepspeed_plugin.zero_stage == 3:
+            raise ValueError(
+                "DeepSpeed ZeRO-3 partitions the parameters, so the EMA teacher would average empty shards. "
+                "Use ZeRO stage 1 or 2, or FSDP (the teacher is sharded like the student and updated shard by shard)."
+            )
+        self.add_callback(_SilcStepCallback(self))
+        self._parts: dict[str, list[torch.Tensor]] = defaultdict(list)
+        self._skipped_samples = 0
+
+    @staticmethod
+    def build_pretraining_model(student: SilcModel, args: SilcTrainingArguments, processing_class=None) -> SilcPretrainingModel:
+        """Wrap a `SilcModel` with the head, teacher and loss configured by `args`."""
+        image_processor = getattr(processing_class, "image_processor", None)
+        return SilcPretrainingModel(
+            student,
+            head_num_prototypes=args.head_num_prototypes,
+            head_hidden_dim=args.head_hidden_dim,
+            head_bottleneck_dim=args.head_bottleneck_dim,
+            head_num_layers=args.head_num_layers,
+            student_temperature=args.student_temperature,
+            center_momentum=args.center_momentum,
+            image_mean=getattr(image_processor, "image_mean", None) or (0.5, 0.5, 0.5),
+            image_std=getattr(image_processor, "image_std", None) or (0.5, 0.5, 0.5),
+            blur_kernel_size=args.blur_kernel_size,
+            solarize_threshold=args.solarize_threshold,
+        )
+
+    @property
+    def pretraining_model(self) -> SilcPretrainingModel:
+        return self.accelerator.unwrap_model(self.model)
+
+    def get_train_dataloader(self):
+        """A rank-split streaming dataset (`StreamingMultiCropDataset`) already reads only this rank's shards:
+        it gets a plain DataLoader, which accelerate would otherwise dispatch or shard a second time."""
+        if isinstance(self.train_dataset, StreamingMultiCropDataset) and self.args.world_size > 1:
+            return torch.utils.data.DataLoader(
+                self.train_dataset,
+                batch_size=self._train_batch_size,
+                collate_fn=self.data_collator,
+                num_workers=self.args.dataloader_num_workers,
+                pin_memory=self.args.dataloader_pin_memory,
+                drop_last=True,
+            )
+        return super().get_train_dataloader()
+
+    # --- schedules, indexed by optimizer step ------------------------------------------------------------
+
+    def _distill_steps(self) -> int:
+        return max(self.state.max_steps - self.args.distill_start_step, 1)
+
+    def distill_weight_at(self, step: int) -> float:
+        return self.args.distill_weight if step >= self.args.distill_start_step else 0.0
+
+    def teacher_temperature_at(self, step: int) -> float:
+        warmup = round(self.args.teacher_temperature_warmup_ratio * self._distill_steps())
+        return linear_warmup(
+            self.args.teacher_temperature_warmup_start, self.args.teacher_temperature, step - self.args.distill_start_step, warmup
+        )
+
+    def teacher_momentum_at(self, step: int) -> float:
+        if self.args.teacher_momentum_schedule == "constant":
+            return self.args.teacher_momentum
+        return cosine_schedule(
+            self.args.teacher_momentum, self.args.teacher_momentum_end, step - self.args.distill_start_step, self._distill_steps()
+        )
+
+    # --- the step --------------------------------------------------------------------------------------
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        skipped = inputs.pop("skipped_samples", None)
+        step = self.state.global_step
+        weight = self.distill_weight_at(step)
+        wrapper = self.pretraining_model
+        if weight > 0 and not bool(wrapper.distillation_started):
+            wrapper.start_distillation()
+        outputs = model(**inputs, teacher_temperature=self.teacher_temperature_at(step), distill_weight=weight)
+        if model.training:
+            for name in ("contrastive_loss", "distillation_loss"):
+                if name in outputs:
+                    self._parts[name].append(outputs[name].detach())
+            if skipped is not None:
+                self._skipped_samples += int(skipped.sum())
+        return (outputs["loss"], outputs) if return_outputs else outputs["loss"]
+
+    @torch.no_grad()
+    def after_optimizer_step(self, step: int) -> None:
+        """Clamp the CLIP logit scale (openai/CLIP#46) and take one EMA step of the teacher."""
+        wrapper = self.pretraining_model
+        if wrapper.config.loss_type == "softmax":
+            wrapper.student.logit_scale.clamp_(max=math.log(self.args.max_logit_scale))
+        if bool(wrapper.distillation_started):
+            wrapper.update_teacher(self.teacher_momentum_at(step))
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        """Evaluation reports `eval_loss` (the same total loss, without touching the center)."""
+        with torch.no_grad():
+            loss = self.compute_loss(model, inputs)
+        return loss.detach(), None, None
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if "loss" in logs:  # a training log: add the parts since the last one
+            for name, values in self._parts.items():
+                mean = torch.stack(values).mean()
+                logs[name] = self.accelerator.reduce(mean, reduction="mean").item() if self.args.world_size > 1 else mean.item()
+            self._parts.clear()
+            wrapper = self.pretraining_model
+            step = self.state.global_step
+            logs["logit_scale"] = wrapper.student.logit_scale.exp().item()
+            logs["logit_bias"] = wrapper.student.logit_bias.item()
+            logs["distill_weight"] = self.distill_weight_at(step)
+            logs["teacher_temperature"] = self.teacher_temperature_at(step)
+            logs["teacher_momentum"] = self.teacher_momentum_at(step)
+            logs["skipped_samples"] = self._skipped_samples
+        super().log(logs, start_time)
+
+    def get_decay_parameter_names(self, model) -> list[str]:
+        """Weight decay on matrices only: not on biases, norms, class token, probe or logit scale/bias
+        (open_clip's rule: parameters with fewer than 2 dimensions)."""
+        return [name for name, parameter in model.named_parameters() if parameter.ndim >= 2]
+
+    def _issue_warnings_after_load(self, load_result) -> None:
+        """Resuming must restore the whole pretraining state (teacher, head, center included)."""
+        if load_result.missing_keys or load_result.unexpected_keys:
+            raise ValueError(
+                f"The checkpoint does not match the SILC pretraining state: missing {load_result.missing_keys[:5]}, "
+                f"unexpected {load_result.unexpected_keys[:5]}. Resume with the same model and head settings."
+            )
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """Checkpoints (`_internal_call`) save the whole pretraining state; the final export is a clean
+        `SilcModel` folder (no teacher, head or center) with the processor, loadable by `AutoModel`."""
+        if _internal_call:
+            return super().save_model(output_dir, _internal_call=True)
+        output_dir = output_dir or self.args.output_dir
+        state_dict = self.accelerator.get_state_dict(self.model)  # gathers FSDP / DeepSpeed shards
+        if not self.args.should_save:
+            return
+        prefix = "student."
+        student_state = {key[len(prefix) :]: value for key, value in state_dict.items() if key.startswith(prefix)}
+        self.pretraining_model.student.save_pretrained(output_dir, state_dict=student_state)
+        if self.processing_class is not None:
+            self.processing_class.save_pretrained(output_dir)
+        torch.save(self.args, os.path.join(output_dir, TRAINING_ARGS_NAME))
+
+
+__all__ = ["SilcTrainer", "SilcTrainingArguments"]
