@@ -78,3 +78,35 @@ def clip_folder(tmp_path):
     tiny_clip_model().save_pretrained(folder)
     tiny_clip_processor().save_pretrained(folder)
     return folder
+
+
+COLORS = {"red": (220, 30, 30), "green": (30, 190, 40), "blue": (30, 60, 220)}
+SHAPES = ("circle", "square")
+
+
+def shape_image(color: str, shape: str, seed: int, size: int = 48) -> Image.Image:
+    """A coloured circle or square on a random grey background."""
+    from PIL import ImageDraw
+
+    rng = np.random.default_rng(seed)
+    image = Image.new("RGB", (size, size), tuple(int(v) for v in rng.integers(60, 200, 3)))
+    draw = ImageDraw.Draw(image)
+    margin = size // 5
+    box = (margin, margin, size - margin, size - margin)
+    (draw.ellipse if shape == "circle" else draw.rectangle)(box, fill=COLORS[color])
+    return image
+
+
+def write_caption_folder(root, n: int = 24, seed: int = 0) -> list[dict]:
+    """An `imagefolder` of coloured shapes with `metadata.jsonl` captions; returns the metadata rows."""
+    import json
+
+    root.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n):
+        color, shape = rng.choice(list(COLORS)), rng.choice(SHAPES)
+        shape_image(color, shape, seed=seed * 1000 + i).save(root / f"{i:04d}.png")
+        rows.append({"file_name": f"{i:04d}.png", "text": f"a {color} {shape}"})
+    (root / "metadata.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    return rows

@@ -16,6 +16,7 @@ import zlib
 from dataclasses import dataclass, field
 
 import datasets
+from datasets.distributed import split_dataset_by_node
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
@@ -147,13 +148,15 @@ class SamplePreparer:
                 with warnings.catch_warnings():
                     warnings.simplefilter("error", Image.DecompressionBombWarning)
                     image = Image.open(io.BytesIO(value) if is_bytes else value)
-            except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning, OSError) as error:
+            except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+                raise BadSampleError(f"decompression bomb ({error})") from None
+            except (UnidentifiedImageError, OSError) as error:
                 raise BadSampleError(f"undecodable image ({type(error).__name__}: {error})") from None
         width, height = image.size
         if width == 0 or height == 0:
             raise BadSampleError(f"zero-size image ({width}x{height})")
         if width * height > self.max_image_pixels:
-            raise BadSampleError(f"image has {width}x{height} pixels (> max_image_pixels={self.max_image_pixels}): decompression bomb?")
+            raise BadSampleError(f"decompression bomb: {width}x{height} pixels (> max_image_pixels={self.max_image_pixels})")
         if min(width, height) < self.min_image_size:
             raise BadSampleError(f"image is {width}x{height}, smaller than min_image_size={self.min_image_size}")
         try:
@@ -183,7 +186,7 @@ def _skip(key: str, error: BadSampleError, strict: bool) -> None:
 
 class MultiCropDataset(torch.utils.data.Dataset):
     """Map-style multi-crop samples. A bad sample is replaced by the next good one (so batches keep their
-    size, which the cross-rank feature gather needs); each sample counts the bad ones it replaced.
+    size, which the cross-rank feature gather needs) and counted once, when its own index comes up.
     Sample i's crops are drawn from a generator seeded by (seed, epoch, i)."""
 
     def __init__(self, dataset, preparer: SamplePreparer, seed: int = 0, strict: bool = False, max_attempts: int = 100):
@@ -204,9 +207,10 @@ class MultiCropDataset(torch.utils.data.Dataset):
             try:
                 sample = self.preparer(example, np.random.default_rng([self.seed, self.epoch, position]))
             except BadSampleError as error:
-                _skip(self.preparer.key(example, f"#{position}"), error, self.strict)
+                if attempt == 0:  # reported (and counted) when its own index comes up, not when probed
+                    _skip(self.preparer.key(example, f"#{position}"), error, self.strict)
                 continue
-            sample["skipped_samples"] = attempt
+            sample["skipped_samples"] = int(attempt > 0)
             return sample
         raise RuntimeError(f"{self.max_attempts} consecutive bad samples from index {index}; check the dataset.")
 
@@ -219,7 +223,7 @@ class StreamingMultiCropDataset(torch.utils.data.IterableDataset):
     def __init__(self, dataset, preparer: SamplePreparer, seed: int = 0, strict: bool = False, rank: int = 0, world_size: int = 1):
         dataset = undecoded(dataset, preparer.image_column)
         if world_size > 1:
-            dataset = datasets.distributed.split_dataset_by_node(dataset, rank=rank, world_size=world_size)
+            dataset = split_dataset_by_node(dataset, rank=rank, world_size=world_size)
         self.dataset, self.preparer, self.seed, self.strict, self.rank = dataset, preparer, seed, strict, rank
         self.epoch = 0
 
