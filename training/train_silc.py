@@ -150,6 +150,9 @@ def main(argv: list[str] | None = None) -> SilcTrainer:
     if data_args.streaming and args.max_steps <= 0:
         raise ValueError("--streaming datasets have no length; set --max_steps.")
     train_raw = load_image_text_dataset(data_args.train_data, streaming=data_args.streaming)
+    checkpoint = args.resume_from_checkpoint
+    if checkpoint and os.path.isdir(checkpoint) and not model_args.init_from:
+        model_args.tokenizer, model_args.train_tokenizer = checkpoint, False  # the tokenizer the run was trained with
     model, processor = build_model_and_processor(model_args, inline_config, train_raw, data_args.text_column)
     image_size = model.config.vision_config.image_size
     train_dataset = build_dataset(train_raw, data_args, args, image_size)

@@ -39,9 +39,11 @@ class DINOHead(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
+        # std 1/sqrt(fan_in): DINO's 0.02 at its 2048-wide layers, and still norm-preserving in small heads, where
+        # 0.02 would shrink the bottleneck so much that its L2 normalisation blows the gradients up.
         for module in self.mlp:
             if isinstance(module, nn.Linear):
-                nn.init.trunc_normal_(module.weight, std=0.02)
+                nn.init.trunc_normal_(module.weight, std=module.in_features**-0.5)
                 nn.init.zeros_(module.bias)
         nn.init.trunc_normal_(self.prototypes, std=0.02)
 

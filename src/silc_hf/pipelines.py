@@ -3,7 +3,8 @@
 The stock `pipeline("zero-shot-image-classification")` works on SILC folders but reads every non-"siglip"
 model with a softmax over the labels. `SilcZeroShotImageClassificationPipeline` reads the model's
 `loss_type` instead: independent sigmoid scores for sigmoid-trained (SILC-S / SigLIP) models, softmax for
-softmax-trained (SILC-C / CLIP) ones, overridable per call with `score_function=`.
+softmax-trained (SILC-C / CLIP) ones, overridable per call with `score_function=`. It also truncates labels
+to the text tower's length and passes `tokenizer_kwargs` on (the stock pipeline drops them).
 """
 
 from transformers.pipelines import ZeroShotImageClassificationPipeline
@@ -24,8 +25,11 @@ class SilcZeroShotImageClassificationPipeline(ZeroShotImageClassificationPipelin
     ```
     """
 
-    def _sanitize_parameters(self, score_function=None, **kwargs):
+    def _sanitize_parameters(self, score_function=None, tokenizer_kwargs=None, **kwargs):
         preprocess_params, forward_params, postprocess_params = super()._sanitize_parameters(**kwargs)
+        # Unlike the stock pipeline, truncate labels that would not fit the text tower (and honour tokenizer_kwargs).
+        max_length = self.model.config.text_config.max_position_embeddings
+        preprocess_params["tokenizer_kwargs"] = {"truncation": True, "max_length": max_length, **(tokenizer_kwargs or {})}
         if score_function is not None:
             if score_function not in SCORE_FUNCTIONS:
                 raise ValueError(f"score_function={score_function!r} is not supported; use 'softmax' or 'sigmoid'.")

@@ -25,7 +25,12 @@ def train_clip_tokenizer(texts: Iterable[str], vocab_size: int = 4096, model_max
     backend.train_from_iterator(texts, trainer)
     trained = json.loads(backend.to_str())["model"]
     merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in trained["merges"]]
-    return CLIPTokenizer(vocab=trained["vocab"], merges=merges, model_max_length=model_max_length)
+    # The trainer's merges are deterministic but its token ids are not (hash-set order of the alphabet):
+    # number the tokens ourselves (special tokens, sorted base symbols, then merge results in merge order).
+    merged = ["".join(pair) for pair in merges]
+    base = sorted(set(trained["vocab"]) - set(special) - set(merged))
+    vocab = {token: index for index, token in enumerate(dict.fromkeys([*special, *base, *merged]))}
+    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=model_max_length)
 
 
 __all__ = ["train_clip_tokenizer"]

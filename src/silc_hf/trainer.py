@@ -205,13 +205,14 @@ class SilcTrainer(Trainer):
                 logs[name] = self.accelerator.reduce(mean, reduction="mean").item() if self.args.world_size > 1 else mean.item()
             self._parts.clear()
             wrapper = self.pretraining_model
-            step = self.state.global_step
+            step = max(self.state.global_step - 1, 0)  # the last completed step, whose losses are logged
             logs["logit_scale"] = wrapper.student.logit_scale.exp().item()
             logs["logit_bias"] = wrapper.student.logit_bias.item()
             logs["distill_weight"] = self.distill_weight_at(step)
             logs["teacher_temperature"] = self.teacher_temperature_at(step)
             logs["teacher_momentum"] = self.teacher_momentum_at(step)
-            logs["skipped_samples"] = self._skipped_samples
+        if "loss" in logs or "train_loss" in logs:
+            logs["skipped_samples"] = self._skipped_samples  # bad samples skipped so far (this process)
         super().log(logs, start_time)
 
     def get_decay_parameter_names(self, model) -> list[str]:

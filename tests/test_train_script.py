@@ -1,0 +1,85 @@
+"""training/train_silc.py end to end with training/configs/tiny.json on a generated dataset."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModel, AutoProcessor, pipeline
+
+from silc_hf.data import BadSampleError
+
+from conftest import shape_image, write_caption_folder
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location("train_silc", ROOT / "training" / "train_silc.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _run(data, output_dir, *extra):
+    return _script().main(
+        ["--config", str(ROOT / "training/configs/tiny.json"), "--train_data", str(data), "--output_dir", str(output_dir),
+         "--use_cpu", "true", *extra]
+    )
+
+
+def test_tiny_config_trains_logs_both_parts_and_exports_a_loadable_model(tmp_path):
+    write_caption_folder(tmp_path / "data", n=64, seed=1)
+    trainer = _run(tmp_path / "data", tmp_path / "run", "--max_steps", "30", "--save_steps", "1000")
+    logs = [entry for entry in trainer.state.log_history if "loss" in entry]
+    assert len(logs) == 6 and all("contrastive_loss" in e and "distillation_loss" in e for e in logs)
+    assert logs[-1]["loss"] < logs[0]["loss"]
+    assert logs[-1]["contrastive_loss"] < logs[0]["contrastive_loss"]
+    model = AutoModel.from_pretrained(tmp_path / "run")
+    processor = AutoProcessor.from_pretrained(tmp_path / "run")
+    assert model.config.text_config.vocab_size == len(processor.tokenizer)
+    classifier = pipeline("zero-shot-image-classification", model=str(tmp_path / "run"))
+    image = shape_image("red", "circle", 5)
+    scores = classifier(image, candidate_labels=["a red circle", "a blue square"], hypothesis_template="{}")
+    assert sum(r["score"] for r in scores) == pytest.approx(1.0)
+
+
+def test_command_line_overrides_the_config_file_and_unknown_keys_are_refused(tmp_path):
+    model_args, data_args, args, inline = _script().parse_args(
+        ["--config", str(ROOT / "training/configs/tiny.json"), "--max_steps", "7", "--output_dir", str(tmp_path)]
+    )
+    assert args.max_steps == 7 and args.num_local_crops == 4 and model_args.train_tokenizer
+    assert inline["vision_config"]["hidden_size"] == 64
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"max_step": 3}))
+    with pytest.raises(ValueError, match=r"unknown keys \['max_step'\]"):
+        _script().parse_args(["--config", str(bad)])
+
+
+def _add_bad_samples(folder):
+    """Append undecodable, empty, tiny and caption-less samples to an imagefolder."""
+    rows = [json.loads(line) for line in (folder / "metadata.jsonl").read_text().splitlines()]
+    (folder / "broken.png").write_bytes(b"definitely not a png")
+    (folder / "empty.png").write_bytes(b"")
+    shape_image("red", "circle", 0, size=4).save(folder / "tiny.png")
+    shape_image("blue", "square", 0).save(folder / "nocaption.png")
+    rows += [
+        {"file_name": "broken.png", "text": "a broken file"},
+        {"file_name": "empty.png", "text": "an empty file"},
+        {"file_name": "tiny.png", "text": "a tiny image"},
+        {"file_name": "nocaption.png", "text": ""},
+    ]
+    (folder / "metadata.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+
+
+def test_bad_samples_are_skipped_and_logged_and_strict_mode_names_them(tmp_path):
+    write_caption_folder(tmp_path / "data", n=28, seed=2)
+    _add_bad_samples(tmp_path / "data")
+    trainer = _run(tmp_path / "data", tmp_path / "run", "--max_steps", "4", "--per_device_train_batch_size", "16", "--logging_steps", "1")
+    assert trainer.state.global_step == 4
+    logs = [entry for entry in trainer.state.log_history if "skipped_samples" in entry]
+    assert logs[-1]["skipped_samples"] >= 4  # 32 samples, 4 bad, 64 drawn over 4 steps: each bad one seen
+    assert all(torch.isfinite(torch.tensor(e["loss"])) for e in logs if "loss" in e)
+    with pytest.raises(BadSampleError, match=r"Bad sample .*(broken|empty|tiny|nocaption)\.png"):
+        _run(tmp_path / "data", tmp_path / "strict", "--max_steps", "4", "--per_device_train_batch_size", "16", "--strict", "true")

@@ -1,0 +1,187 @@
+"""SilcTrainer: the EMA step, resumption, distillation start, evaluation and export."""
+
+import json
+
+import pytest
+import torch
+from transformers import AutoModel, TrainerCallback, pipeline
+
+from silc_hf import SilcImageProcessor, SilcModel, SilcProcessor
+from silc_hf.augmentation import MultiCropTransform
+from silc_hf.data import MultiCropDataset, SamplePreparer, SilcMultiCropCollator, load_image_text_dataset
+from silc_hf.trainer import SilcTrainer, SilcTrainingArguments
+
+from conftest import clip_tokenizer, tiny_silc_config, write_caption_folder
+
+TINY_HEAD = dict(head_num_prototypes=32, head_hidden_dim=32, head_bottleneck_dim=16, num_local_crops=2, local_crop_size=16)
+
+
+def _args(output_dir, **overrides) -> SilcTrainingArguments:
+    values = dict(
+        output_dir=str(output_dir), per_device_train_batch_size=4, learning_rate=1e-3, max_steps=6, logging_steps=1,
+        save_strategy="no", report_to=[], use_cpu=True, seed=0, dataloader_pin_memory=False, teacher_momentum=0.9, **TINY_HEAD,
+    )
+    values.update(overrides)
+    return SilcTrainingArguments(**values)
+
+
+@pytest.fixture(scope="module")
+def data_folder(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("captions")
+    write_caption_folder(folder, n=16)
+    return folder
+
+
+def _trainer(folder, args, seed=0, loss_type="softmax") -> SilcTrainer:
+    torch.manual_seed(seed)
+    tokenizer = clip_tokenizer()
+    config = tiny_silc_config(
+        loss_type=loss_type,
+        text_config=dict(pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id),
+    )
+    model = SilcModel(config)
+    processor = SilcProcessor(SilcImageProcessor(size={"height": 32, "width": 32}), tokenizer, fixed_text_length=16)
+    preparer = SamplePreparer(MultiCropTransform(args, 32), min_image_size=16)
+    dataset = MultiCropDataset(load_image_text_dataset(str(folder)), preparer, seed=0)
+    return SilcTrainer(
+        model=model, args=args, train_dataset=dataset, eval_dataset=dataset,
+        data_collator=SilcMultiCropCollator(processor, 16), processing_class=processor,
+    )
+
+
+def test_teacher_moves_once_per_optimizer_step_and_gets_no_gradient(data_folder, tmp_path):
+    trainer = _trainer(data_folder, _args(tmp_path, max_steps=1, gradient_accumulation_steps=2))
+    wrapper = trainer.model
+    teacher, student = wrapper.ema_parameters()
+    old_teacher = [t.detach().clone() for t in teacher]
+    trainer.train()
+    teacher, student = wrapper.ema_parameters()
+    assert trainer.state.global_step == 1
+    for t, old, s in zip(teacher, old_teacher, student):
+        assert torch.equal(t, old.mul(0.9).add(s.detach(), alpha=1 - 0.9))  # m * old + (1 - m) * student, once
+        assert t.grad is None and not t.requires_grad
+    assert any(not torch.equal(t, old) for t, old in zip(teacher, old_teacher))  # the student moved, so did the teacher
+    wrapper.train()
+    assert wrapper.training and not wrapper.teacher.training
+    assert all(not m.training for m in wrapper.teacher.modules())
+
+
+class _StopAfter(TrainerCallback):
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step >= self.step:
+            control.should_training_stop = True
+
+
+def _state(trainer) -> dict:
+    wrapper = trainer.model
+    return {
+        "student": {k: v.detach().clone() for k, v in wrapper.student.state_dict().items()},
+        "head": {k: v.detach().clone() for k, v in wrapper.student_head.state_dict().items()},
+        "teacher": {k: v.detach().clone() for k, v in wrapper.teacher.state_dict().items()},
+        "center": wrapper.distillation_loss.center.clone(),
+        "optimizer": trainer.optimizer.state_dict()["state"],
+    }
+
+
+def _max_difference(a, b) -> float:
+    if isinstance(a, dict):
+        assert a.keys() == b.keys()
+        return max((_max_difference(a[k], b[k]) for k in a), default=0.0)
+    if isinstance(a, torch.Tensor):
+        return (a.float() - b.float()).abs().max().item() if a.numel() else 0.0
+    assert a == b
+    return 0.0
+
+
+def test_resume_restores_student_teacher_head_center_and_optimizer(data_folder, tmp_path):
+    straight = _trainer(data_folder, _args(tmp_path / "straight", max_steps=6))
+    straight.train()
+    expected = _state(straight)
+
+    first = _trainer(data_folder, _args(tmp_path / "resumed", max_steps=6, save_strategy="steps", save_steps=3))
+    first.add_callback(_StopAfter(3))  # interrupted after the step-3 checkpoint; the LR schedule spans 6 steps
+    first.train()
+    assert first.state.global_step == 3
+    checkpoint = tmp_path / "resumed" / "checkpoint-3"
+    assert checkpoint.is_dir()
+    resumed = _trainer(data_folder, _args(tmp_path / "resumed", max_steps=6), seed=2)  # different init: all state must come from the checkpoint
+    resumed.train(resume_from_checkpoint=str(checkpoint))
+    actual = _state(resumed)
+    for part in expected:
+        assert _max_difference(actual[part], expected[part]) <= 1e-6, part
+
+
+def test_distillation_starts_late_from_a_copy_of_the_student(data_folder, tmp_path):
+    trainer = _trainer(data_folder, _args(tmp_path, max_steps=4, distill_start_step=2, teacher_temperature_warmup_ratio=0.5))
+    trainer.train()
+    logs = [entry for entry in trainer.state.log_history if "loss" in entry]
+    assert [entry["distill_weight"] for entry in logs] == [0.0, 0.0, 1.0, 1.0]
+    assert "distillation_loss" not in logs[0] and "distillation_loss" in logs[2]
+    assert logs[2]["teacher_temperature"] == pytest.approx(0.04)  # warm-up restarts with distillation
+    assert bool(trainer.model.distillation_started)
+
+
+def test_starting_distillation_copies_the_student_into_the_teacher(data_folder, tmp_path):
+    wrapper = _trainer(data_folder, _args(tmp_path)).model
+    with torch.no_grad():
+        for parameter in wrapper.student.vision_model.parameters():
+            parameter.add_(0.5)
+        wrapper.distillation_loss.center.fill_(3.0)
+    wrapper.start_distillation()
+    for teacher, student in zip(*wrapper.ema_parameters()):
+        assert torch.equal(teacher, student)
+    assert not wrapper.distillation_loss.center.any() and bool(wrapper.distillation_started)
+
+
+def test_logit_scale_is_clamped_after_each_step(data_folder, tmp_path):
+    trainer = _trainer(data_folder, _args(tmp_path, max_steps=1, max_logit_scale=5.0))
+    trainer.train()
+    assert trainer.model.student.logit_scale.exp().item() == pytest.approx(5.0)
+
+
+def test_evaluate_reports_eval_loss_without_touching_the_center(data_folder, tmp_path):
+    trainer = _trainer(data_folder, _args(tmp_path, max_steps=1))
+    trainer.train()
+    center = trainer.model.distillation_loss.center.clone()
+    metrics = trainer.evaluate()
+    assert metrics["eval_loss"] > 0
+    assert torch.equal(trainer.model.distillation_loss.center, center)
+
+
+def test_bad_arguments_are_refused(data_folder, tmp_path):
+    with pytest.raises(ValueError, match="teacher_momentum_schedule='linear' is not supported"):
+        _args(tmp_path, teacher_momentum_schedule="linear")
+    with pytest.raises(ValueError, match="remove_unused_columns=True would drop the multi-crop views"):
+        _args(tmp_path, remove_unused_columns=True)
+    with pytest.raises(ValueError, match="local_crop_size=12 is not a multiple of patch_size=8; use 8 or 16"):
+        _trainer(data_folder, _args(tmp_path, local_crop_size=12))
+
+
+@pytest.mark.parametrize("loss_type", ["softmax", "sigmoid"])
+def test_training_lowers_the_loss_and_exports_a_clean_silc_folder(data_folder, tmp_path, loss_type):
+    trainer = _trainer(data_folder, _args(tmp_path, max_steps=12, learning_rate=2e-3), loss_type=loss_type)
+    trainer.train()
+    logs = [entry for entry in trainer.state.log_history if "loss" in entry]
+    assert all("contrastive_loss" in e and "distillation_loss" in e for e in logs)
+    first, last = sum(e["loss"] for e in logs[:3]) / 3, sum(e["loss"] for e in logs[-3:]) / 3
+    assert last < first
+    export = tmp_path / "export"
+    trainer.save_model(str(export))
+    weights = json.loads((export / "config.json").read_text())
+    assert weights["model_type"] == "silc"
+    from safetensors import safe_open
+
+    with safe_open(str(export / "model.safetensors"), "pt") as f:
+        keys = list(f.keys())
+    assert not any(k.startswith(("teacher", "student_head", "distillation")) for k in keys)
+    loaded = AutoModel.from_pretrained(export)
+    for key, value in trainer.model.student.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value), key
+    classifier = pipeline("zero-shot-image-classification", model=str(export))
+    from conftest import shape_image
+
+    result = classifier(shape_image("red", "circle", 0), candidate_labels=["a red circle", "a blue square"])
+    assert sorted(r["label"] for r in result) == ["a blue square", "a red circle"]
