@@ -18,7 +18,7 @@ import sys
 from dataclasses import dataclass, field
 
 import yaml
-from transformers import AutoConfig, AutoProcessor, AutoTokenizer, HfArgumentParser
+from transformers import AutoConfig, AutoProcessor, AutoTokenizer, HfArgumentParser, set_seed
 from transformers.utils import logging
 
 import silc_hf  # noqa: F401  (registers "silc" with the Auto classes)
@@ -153,6 +153,7 @@ def main(argv: list[str] | None = None) -> SilcTrainer:
     checkpoint = args.resume_from_checkpoint
     if checkpoint and os.path.isdir(checkpoint) and not model_args.init_from:
         model_args.tokenizer, model_args.train_tokenizer = checkpoint, False  # the tokenizer the run was trained with
+    set_seed(args.seed)  # before any weight is initialised: every rank (and every rerun) builds the same model
     model, processor = build_model_and_processor(model_args, inline_config, train_raw, data_args.text_column)
     image_size = model.config.vision_config.image_size
     train_dataset = build_dataset(train_raw, data_args, args, image_size)

@@ -54,6 +54,9 @@ class SilcTrainingArguments(MultiCropArguments, TrainingArguments):
     remove_unused_columns: bool = field(default=False, metadata={"help": "must stay False: the batch is built by the collator"})
 
     def __post_init__(self):
+        if self.ddp_find_unused_parameters is None:
+            # Only a head that does not take part yet (late or no distillation) leaves parameters unused.
+            self.ddp_find_unused_parameters = self.distill_start_step > 0 or self.distill_weight == 0
         super().__post_init__()
         if self.teacher_momentum_schedule not in MOMENTUM_SCHEDULES:
             raise ValueError(
