@@ -1,0 +1,166 @@
+"""Benchmark: what SILC's distillation costs per training step, against a CLIP-only step on the same model.
+
+    python benchmarks/bench_train_step.py                       # ViT-Ti/16 at 224 px, CPU
+    python benchmarks/bench_train_step.py --preset b16 --device cuda --batch-size 64 --json out.json
+
+Prints (and writes as JSON): the CLIP-only step time (one global view per image + texts, fwd + bwd + AdamW),
+the SILC step time (2 global + N local student views, teacher on the 2 global views, DINO head, EMA
+update), their ratio next to the ratio predicted from FLOP counts (forward = 2 x parameters x tokens +
+4 x layers x tokens^2 x width, backward = 2 x forward), the EMA update's share of the SILC step, the
+batched photometric augmentation's share, and the data workers' CPU time per image (decode + crops).
+"""
+
+import argparse
+import io
+import json
+import time
+
+import numpy as np
+import torch
+from PIL import Image
+
+from silc_hf import SilcConfig, SilcModel
+from silc_hf.augmentation import MultiCropArguments, MultiCropTransform, apply_photometric
+from silc_hf.data import SamplePreparer
+from silc_hf.distillation import SilcPretrainingModel
+
+PRESETS = {
+    "ti16": dict(hidden_size=192, intermediate_size=768, num_hidden_layers=12, num_attention_heads=3),
+    "s16": dict(hidden_size=384, intermediate_size=1536, num_hidden_layers=12, num_attention_heads=6),
+    "b16": dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12),
+}
+
+
+def tower_flops(config, tokens: int) -> float:
+    """Forward FLOPs of one sequence through a tower's transformer blocks."""
+    d, layers = config.hidden_size, config.num_hidden_layers
+    block_params = layers * (4 * d * d + 2 * d * config.intermediate_size)
+    return 2 * block_params * tokens + 4 * layers * tokens**2 * d
+
+
+def predicted_ratio(config: SilcConfig, num_local: int, local_size: int, head_params: int) -> float:
+    vision, text = config.vision_config, config.text_config
+    prefix = 1 if vision.pooling_type == "cls" else 0
+    global_tokens = vision.num_patches + prefix
+    local_tokens = (local_size // vision.patch_size) ** 2 + prefix
+    image_fwd, local_fwd = tower_flops(vision, global_tokens), tower_flops(vision, local_tokens)
+    text_step = 3 * tower_flops(text, text.max_position_embeddings)
+    head_fwd = 2 * head_params
+    clip = 3 * image_fwd + text_step
+    silc = 3 * (2 * image_fwd + num_local * local_fwd) + 2 * image_fwd + text_step + (2 + num_local) * 3 * head_fwd + 2 * head_fwd
+    return silc / clip
+
+
+def timed(fn, steps: int, device: str) -> float:
+    """Median seconds per call after one warm-up call."""
+    fn()
+    times = []
+    for _ in range(steps):
+        if device == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        fn()
+        if device == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="ti16")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--num-local-crops", type=int, default=8)
+    parser.add_argument("--local-crop-size", type=int, default=96)
+    parser.add_argument("--head-prototypes", type=int, default=65536)
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
+    parser.add_argument("--json", help="also write the results here")
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    device, batch, n_local = args.device, args.batch_size, args.num_local_crops
+
+    tower = PRESETS[args.preset]
+    config = SilcConfig(vision_config=dict(tower), text_config=dict(tower, projection_dim=tower["hidden_size"]))
+    wrapper = SilcPretrainingModel(SilcModel(config), head_num_prototypes=args.head_prototypes).to(device).train()
+    optimizer = torch.optim.AdamW([p for p in wrapper.parameters() if p.requires_grad], lr=1e-4)
+    autocast = torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=args.dtype == "bfloat16")
+
+    size, local = config.vision_config.image_size, args.local_crop_size
+    crop_args = MultiCropArguments(num_local_crops=n_local, local_crop_size=local)
+    transform = MultiCropTransform(crop_args, size)
+    rng = np.random.default_rng(0)
+    photos = [Image.fromarray(rng.integers(0, 256, (375, 500, 3), dtype=np.uint8)) for _ in range(batch)]
+    samples = [transform(photo, np.random.default_rng(i)) for i, photo in enumerate(photos)]
+    batch_inputs = {
+        "global_views": torch.stack([s["global_views"] for s in samples]).to(device),
+        "local_views": torch.stack([s["local_views"] for s in samples]).to(device),
+        "global_augment": {k: torch.stack([s["global_augment"][k] for s in samples]).to(device) for k in samples[0]["global_augment"]},
+        "local_augment": {k: torch.stack([s["local_augment"][k] for s in samples]).to(device) for k in samples[0]["local_augment"]},
+        "input_ids": torch.randint(2, 1000, (batch, config.text_config.max_position_embeddings), device=device),
+    }
+    one_view = dict(batch_inputs, global_views=batch_inputs["global_views"][:, :1],
+                    global_augment={k: v[:, :1] for k, v in batch_inputs["global_augment"].items()}, local_views=None, local_augment=None)
+
+    def step(inputs, distill_weight):
+        with autocast:
+            loss = wrapper(**inputs, distill_weight=distill_weight)["loss"]
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if distill_weight:
+            wrapper.update_teacher(0.999)
+
+    clip_time = timed(lambda: step(one_view, 0.0), args.steps, device)
+    silc_time = timed(lambda: step(batch_inputs, 1.0), args.steps, device)
+    ema_time = timed(lambda: wrapper.update_teacher(0.999), args.steps * 3, device)
+    flat = batch_inputs["local_views"].flatten(0, 1)
+    flat_augment = {k: v.flatten(0, 1) for k, v in batch_inputs["local_augment"].items()}
+    photometric_time = timed(lambda: apply_photometric(flat, flat_augment, [0.5] * 3, [0.5] * 3), args.steps, device) + timed(
+        lambda: apply_photometric(batch_inputs["global_views"].flatten(0, 1), {k: v.flatten(0, 1) for k, v in batch_inputs["global_augment"].items()}, [0.5] * 3, [0.5] * 3),
+        args.steps, device,
+    )
+
+    preparer = SamplePreparer(transform, min_image_size=1)
+    encoded = []
+    for photo in photos:
+        buffer = io.BytesIO()
+        photo.save(buffer, format="JPEG", quality=90)
+        encoded.append(buffer.getvalue())
+    start = time.process_time()
+    for i, data in enumerate(encoded):
+        preparer({"image": {"bytes": data, "path": None}, "text": "a photo"}, np.random.default_rng(i))
+    data_ms = (time.process_time() - start) / len(encoded) * 1000
+
+    head_params = sum(p.numel() for p in wrapper.student_head.parameters())
+    results = {
+        "preset": args.preset, "device": device, "dtype": args.dtype, "batch_size": batch,
+        "num_local_crops": n_local, "local_crop_size": local, "image_size": size,
+        "clip_step_s": clip_time, "silc_step_s": silc_time, "measured_ratio": silc_time / clip_time,
+        "predicted_ratio_flops": predicted_ratio(config, n_local, local, head_params),
+        "ema_update_s": ema_time, "ema_share_of_silc_step": ema_time / silc_time,
+        "photometric_s": photometric_time, "photometric_share_of_silc_step": photometric_time / silc_time,
+        "data_worker_cpu_ms_per_image": data_ms,
+    }
+    print(f"\nSILC vs CLIP-only training step: {args.preset}, batch {batch}, {n_local} local crops of {local} px, {device}, {args.dtype}")
+    print(f"{'quantity':<40}{'value':>14}")
+    rows = [
+        ("CLIP-only step (s)", f"{clip_time:.3f}"),
+        ("SILC step (s)", f"{silc_time:.3f}"),
+        ("SILC / CLIP, measured", f"{results['measured_ratio']:.2f}x"),
+        ("SILC / CLIP, predicted from FLOPs", f"{results['predicted_ratio_flops']:.2f}x"),
+        ("EMA update (s)", f"{ema_time:.4f}"),
+        ("EMA share of the SILC step", f"{100 * results['ema_share_of_silc_step']:.1f}%"),
+        ("photometric augmentation share", f"{100 * results['photometric_share_of_silc_step']:.1f}%"),
+        ("data worker CPU per image (ms)", f"{data_ms:.1f}"),
+    ]
+    for name, value in rows:
+        print(f"{name:<40}{value:>14}")
+    if args.json:
+        with open(args.json, "w") as file:
+            json.dump(results, file, indent=2)
+
+
+if __name__ == "__main__":
+    main()
