@@ -38,14 +38,33 @@ SilcModel.register_for_auto_class("AutoModel")
 SilcImageProcessor.register_for_auto_class("AutoImageProcessor")
 SilcProcessor.register_for_auto_class("AutoProcessor")
 
+# Training classes pull in Trainer, accelerate and datasets: imported on first use.
+_LAZY = {
+    "SilcTrainer": "trainer",
+    "SilcTrainingArguments": "trainer",
+    "SilcPretrainingModel": "distillation",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module 'silc_hf' has no attribute {name!r}")
+
+
 __all__ = [
     "SilcConfig",
     "SilcImageProcessor",
     "SilcModel",
+    "SilcPretrainingModel",
     "SilcPreTrainedModel",
     "SilcProcessor",
     "SilcTextConfig",
     "SilcTextModel",
+    "SilcTrainer",
+    "SilcTrainingArguments",
     "SilcVisionConfig",
     "SilcVisionModel",
     "SilcZeroShotImageClassificationPipeline",

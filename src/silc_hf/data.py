@@ -64,7 +64,16 @@ def expand_braces(pattern: str) -> list[str]:
 
 
 def load_image_text_dataset(data: str, split: str = "train", streaming: bool = False):
-    """Load a directory (`imagefolder`, or a folder of `.tar` shards), shard patterns (webdataset) or a Hub id."""
+    """Load a directory (`imagefolder`, or a folder of `.tar` shards), shard patterns (webdataset), a Hub id,
+    or `synthetic[:SPLIT[:N]]`: N generated captioned scenes (`silc_hf.synthetic`, default train:2000)."""
+    if data == "synthetic" or data.startswith("synthetic:"):
+        from .synthetic import as_dataset
+
+        parts = data.split(":")
+        split_name = parts[1] if len(parts) > 1 else "train"
+        count = int(parts[2]) if len(parts) > 2 else 2000
+        dataset = as_dataset(split_name, count)
+        return dataset.to_iterable_dataset() if streaming else dataset
     if os.path.isdir(data):
         shards = sorted(glob.glob(os.path.join(data, "*.tar")))
         if shards:
