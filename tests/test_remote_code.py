@@ -41,9 +41,19 @@ print(json.dumps({
     "processor_class": type(processor).__name__,
     "logits_per_image": out.logits_per_image.tolist(),
     "input_ids": inputs["input_ids"].tolist(),
-    "pipeline": classifier(image, candidate_labels=%r),
+    "pipeline": classifier(image, candidate_labels=%r, hypothesis_template="a {}"),
 }))
 """ % (LABELS,)
+
+
+def load_without_package(folder, image_path, workdir) -> dict:
+    """Run CHILD in a fresh interpreter where `import silc_hf` fails; return what it printed."""
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(workdir / "modules"))
+    result = subprocess.run(
+        [sys.executable, "-c", CHILD, str(folder), str(image_path)], capture_output=True, text=True, env=env, cwd=workdir
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def test_folder_loads_without_the_package(tmp_path):
@@ -57,12 +67,7 @@ def test_folder_loads_without_the_package(tmp_path):
     image_path = tmp_path / "image.png"
     image.save(image_path)
 
-    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "modules"))
-    result = subprocess.run(
-        [sys.executable, "-c", CHILD, str(folder), str(image_path)], capture_output=True, text=True, env=env, cwd=tmp_path
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    child = json.loads(result.stdout.strip().splitlines()[-1])
+    child = load_without_package(folder, image_path, tmp_path)
 
     assert child["model_class"].startswith("transformers_modules.") and child["model_class"].endswith("SilcModel")
     assert child["zero_shot_class"] == "SilcModel" and child["processor_class"] == "SilcProcessor"
@@ -71,6 +76,6 @@ def test_folder_loads_without_the_package(tmp_path):
     with torch.no_grad():
         expected = model(**inputs).logits_per_image
     torch.testing.assert_close(torch.tensor(child["logits_per_image"]), expected, rtol=0, atol=1e-6)
-    local = pipeline("zero-shot-image-classification", model=str(folder))(image, candidate_labels=LABELS)
+    local = pipeline("zero-shot-image-classification", model=str(folder))(image, candidate_labels=LABELS, hypothesis_template="a {}")
     assert [r["label"] for r in child["pipeline"]] == [r["label"] for r in local]
     assert [r["score"] for r in child["pipeline"]] == [r["score"] for r in local]

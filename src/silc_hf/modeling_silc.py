@@ -231,6 +231,18 @@ class SilcAttentionPoolingHead(nn.Module):
         return tokens + self.mlp(self.layernorm(tokens))
 
 
+def interpolate_position_embeddings(weight: torch.Tensor, num_prefix_tokens: int, height: int, width: int) -> torch.Tensor:
+    """Resize a `(prefix + side * side, hidden)` table to a `height x width` patch grid, bicubically (as in DINO
+    and transformers' ViTs); prefix (class token) rows are kept. Returns `(prefix + height * width, hidden)`."""
+    prefix, patch_pos = weight[:num_prefix_tokens], weight[num_prefix_tokens:]
+    side = int(math.sqrt(patch_pos.shape[0]))
+    if (height, width) != (side, side):
+        grid = patch_pos.reshape(1, side, side, -1).permute(0, 3, 1, 2)  # (1, hidden, side, side)
+        grid = F.interpolate(grid, size=(height, width), mode="bicubic", align_corners=False)
+        patch_pos = grid.permute(0, 2, 3, 1).reshape(height * width, -1)
+    return torch.cat([prefix, patch_pos])
+
+
 class SilcVisionEmbeddings(nn.Module):
     """Patch convolution + learned position embeddings (+ a class token when `pooling_type="cls"`).
 
@@ -255,16 +267,8 @@ class SilcVisionEmbeddings(nn.Module):
         self.position_embedding = nn.Embedding(config.num_patches + self.num_prefix_tokens, config.hidden_size)
 
     def interpolate_pos_encoding(self, height: int, width: int) -> torch.Tensor:
-        """Position embeddings for a `height x width` patch grid, resized bicubically from the trained grid
-        (as in DINO / transformers' ViTs). Returns `(1, prefix + height * width, hidden)`."""
-        weight = self.position_embedding.weight
-        prefix, patch_pos = weight[: self.num_prefix_tokens], weight[self.num_prefix_tokens :]
-        side = int(math.sqrt(patch_pos.shape[0]))
-        if (height, width) != (side, side):
-            grid = patch_pos.reshape(1, side, side, -1).permute(0, 3, 1, 2)  # (1, hidden, side, side)
-            grid = F.interpolate(grid, size=(height, width), mode="bicubic", align_corners=False)
-            patch_pos = grid.permute(0, 2, 3, 1).reshape(height * width, -1)
-        return torch.cat([prefix, patch_pos]).unsqueeze(0)
+        """Position embeddings for a `height x width` patch grid: `(1, prefix + height * width, hidden)`."""
+        return interpolate_position_embeddings(self.position_embedding.weight, self.num_prefix_tokens, height, width).unsqueeze(0)
 
     def forward(self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False) -> torch.Tensor:
         _, _, height, width = pixel_values.shape

@@ -1,11 +1,20 @@
-"""Command line: convert a checkpoint into a SILC folder (model + processor) that `AutoModel` loads.
+"""Command line: convert a checkpoint into a SILC folder (model + processor + model card) that `AutoModel` loads.
 
     python -m silc_hf.convert hf-clip openai/clip-vit-base-patch16 ./silc-from-clip
     python -m silc_hf.convert hf-siglip google/siglip-base-patch16-224 ./silc-from-siglip
+    python -m silc_hf.convert big-vision silc_b16.npz ./silc-b16 --tokenizer path/to/spiece.model [--push-to-hub org/silc-b16]
 """
 
 import argparse
+import os
 
+from transformers import AutoTokenizer
+from transformers.image_utils import PILImageResampling
+
+from ..image_processing_silc import SilcImageProcessor
+from ..model_card import write_model_card
+from ..processing_silc import SilcProcessor
+from .big_vision import from_big_vision
 from .hf import from_hf_clip, from_hf_siglip, silc_processor_from
 
 
@@ -19,7 +28,85 @@ def convert_hf(kind: str, source: str, output_dir: str) -> None:
     processor = silc_processor_from(source, fixed_text_length=fixed_length)
     model.save_pretrained(output_dir)
     processor.save_pretrained(output_dir)
+    write_model_card(output_dir, model.config, base_model=source, provenance=f"Converted from the `transformers` {kind[3:].upper()} checkpoint `{source}` with `python -m silc_hf.convert {kind}`.")
     print(f"Wrote a SILC folder to {output_dir}")
+
+
+def load_tokenizer(name_or_path: str, max_length: int):
+    """Any HF tokenizer (folder or Hub id), or a SentencePiece `.model` file (read as a SigLIP tokenizer,
+    which appends `</s>` and pads with it, as big_vision's SigLIP preprocessing does)."""
+    if name_or_path.endswith(".model"):
+        try:
+            from transformers import SiglipTokenizer
+
+            tokenizer = SiglipTokenizer(vocab_file=name_or_path, model_max_length=max_length)
+        except ImportError as error:
+            raise ImportError(f"Reading {name_or_path} needs sentencepiece: pip install sentencepiece ({error}).") from error
+    else:
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+    tokenizer.model_max_length = max_length
+    return tokenizer
+
+
+def convert_big_vision(
+    checkpoint: str,
+    output_dir: str,
+    tokenizer: str | None = None,
+    image_size: int | None = None,
+    text_pooling: str = "last",
+    loss_type: str | None = None,
+    pad_token_id: int | None = None,
+    eos_token_id: int | None = None,
+    results: str | None = None,
+    push_to_hub: str | None = None,
+) -> None:
+    """Convert a big_vision `.npz` into a complete SILC folder: model, processor ([-1, 1] inputs), tokenizer
+    and model card; optionally push it to the Hub."""
+    max_length = None
+    text_tokenizer = None
+    if tokenizer:
+        # the text length is fixed by the checkpoint; read it before building the tokenizer
+        from .big_vision import load_npz, unscan
+
+        max_length = unscan(load_npz(checkpoint))["txt/pos_embedding"].shape[1]
+        text_tokenizer = load_tokenizer(tokenizer, max_length)
+        pad_token_id = text_tokenizer.pad_token_id if pad_token_id is None else pad_token_id
+        eos_token_id = text_tokenizer.eos_token_id if eos_token_id is None else eos_token_id
+    model, report = from_big_vision(
+        checkpoint, text_pooling=text_pooling, loss_type=loss_type,
+        pad_token_id=1 if pad_token_id is None else pad_token_id, eos_token_id=1 if eos_token_id is None else eos_token_id,
+        image_size=image_size, return_report=True,
+    )
+    print(report)
+    size = model.config.vision_config.image_size
+    # big_vision SigLIP/SILC preprocessing: resize(size) | value_range(-1, 1)
+    image_processor = SilcImageProcessor(
+        size={"height": size, "width": size}, resample=PILImageResampling.BILINEAR, image_mean=[0.5] * 3, image_std=[0.5] * 3
+    )
+    model.save_pretrained(output_dir)
+    if text_tokenizer is not None:
+        if len(text_tokenizer) > model.config.text_config.vocab_size:
+            raise ValueError(
+                f"The tokenizer has {len(text_tokenizer)} tokens but the text tower only {model.config.text_config.vocab_size}; "
+                "it is not the tokenizer this checkpoint was trained with."
+            )
+        SilcProcessor(image_processor, text_tokenizer, fixed_text_length=model.config.text_config.max_position_embeddings).save_pretrained(output_dir)
+    else:
+        image_processor.save_pretrained(output_dir)
+        print("No --tokenizer given: the folder has no tokenizer, so text inputs and the pipelines need one passed in.")
+    name = os.path.basename(os.path.normpath(output_dir))
+    write_model_card(
+        output_dir, model.config, model_name=name, results=results,
+        provenance=f"Converted from the big_vision checkpoint `{os.path.basename(checkpoint)}` with "
+        f"`python -m silc_hf.convert big-vision` ({len(report.consumed)} parameters; skipped: "
+        f"{', '.join(sorted(report.skipped)) or 'none'}).",
+    )
+    if push_to_hub:
+        from huggingface_hub import HfApi
+
+        HfApi().create_repo(push_to_hub, exist_ok=True)
+        HfApi().upload_folder(folder_path=output_dir, repo_id=push_to_hub, commit_message="Add SILC model converted from big_vision")
+    print(f"Wrote a SILC folder to {output_dir}" + (f" and pushed it to {push_to_hub}" if push_to_hub else ""))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -29,8 +116,25 @@ def main(argv: list[str] | None = None) -> None:
         p = sub.add_parser(kind, help=f"convert {what} (folder or Hub id)")
         p.add_argument("source", help="folder or Hub id of the source model and its processor")
         p.add_argument("output_dir", help="where to write the SILC folder")
+    p = sub.add_parser("big-vision", help="convert a big_vision two-tower .npz checkpoint (SigLIP / SILC)")
+    p.add_argument("checkpoint", help="the .npz file")
+    p.add_argument("output_dir", help="where to write the SILC folder")
+    p.add_argument("--tokenizer", help="a SentencePiece .model file, or any HF tokenizer folder / Hub id")
+    p.add_argument("--image-size", type=int, help="resample the position embeddings to this resolution")
+    p.add_argument("--text-pooling", choices=["last", "first", "mean"], default="last", help="the text tower's pooling (SigLIP/SILC: last)")
+    p.add_argument("--loss-type", choices=["softmax", "sigmoid"], help="default: sigmoid if the checkpoint has a bias `b`")
+    p.add_argument("--pad-token-id", type=int, help="default: the tokenizer's, else 1 (big_vision SigLIP)")
+    p.add_argument("--eos-token-id", type=int, help="default: the tokenizer's, else 1")
+    p.add_argument("--results", help="evaluation results JSON to put in the model card")
+    p.add_argument("--push-to-hub", metavar="ORG/NAME", help="upload the folder to this Hub repository")
     args = parser.parse_args(argv)
-    convert_hf(args.kind, args.source, args.output_dir)
+    if args.kind == "big-vision":
+        convert_big_vision(
+            args.checkpoint, args.output_dir, args.tokenizer, args.image_size, args.text_pooling, args.loss_type,
+            args.pad_token_id, args.eos_token_id, args.results, args.push_to_hub,
+        )
+    else:
+        convert_hf(args.kind, args.source, args.output_dir)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from ..configuration_silc import SilcConfig
-from ..modeling_silc import SilcModel
+from ..modeling_silc import SilcModel, interpolate_position_embeddings
 from .common import ConversionReport, load_converted_state_dict
 
 # Top-level subtrees a training checkpoint may carry besides the model; reported and skipped.
@@ -258,6 +258,7 @@ def from_big_vision(
     pad_token_id: int = 1,
     eos_token_id: int = 1,
     vision_pooling: str | None = None,
+    image_size: int | None = None,
     return_report: bool = False,
 ):
     """Convert a big_vision two-tower `.npz` checkpoint (SigLIP / SILC layout) into a `SilcModel`.
@@ -268,10 +269,20 @@ def from_big_vision(
         loss_type: `"sigmoid"` or `"softmax"`; default: sigmoid when the tree has a bias `b`.
         pad_token_id, eos_token_id: the tokenizer's ids (big_vision SigLIP: both 1).
         vision_pooling: override the image pooling read from the tree (`map` / `cls` / `mean`).
+        image_size: resolution to serve at, if not the trained one (position embeddings are resampled).
         return_report: also return the `ConversionReport` (consumed and skipped keys).
     """
     flat = unscan(load_npz(npz_path))
     config = infer_config(flat, text_pooling, loss_type, pad_token_id, eos_token_id, vision_pooling=vision_pooling)
     state_dict, report = convert_state_dict(flat, config, source=str(npz_path))
+    vision = config.vision_config
+    if image_size is not None and image_size != vision.image_size:
+        if image_size % vision.patch_size:
+            raise ValueError(f"image_size={image_size} is not a multiple of the patch size {vision.patch_size}.")
+        key = "vision_model.embeddings.position_embedding.weight"
+        grid = image_size // vision.patch_size
+        state_dict[key] = interpolate_position_embeddings(state_dict[key], int(vision.pooling_type == "cls"), grid, grid)
+        report.adapted[key] = f"resampled from {vision.image_size} px to {image_size} px"
+        vision.image_size = image_size
     model = load_converted_state_dict(SilcModel(config), state_dict, report)
     return (model, report) if return_report else model

@@ -10,18 +10,22 @@ logger = logging.get_logger(__name__)
 
 @dataclass
 class ConversionReport:
-    """What a converter did with every key: consumed, skipped (with the reason), or left at its init value."""
+    """What a converter did with every key: consumed, skipped (with the reason), adapted (e.g. resampled), or
+    left at its init value."""
 
     source: str
     consumed: list[str] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)
     initialised: dict[str, str] = field(default_factory=dict)
+    adapted: dict[str, str] = field(default_factory=dict)
 
     def __str__(self) -> str:
         lines = [f"Converted {self.source}: {len(self.consumed)} source keys consumed."]
         if self.skipped:
             lines.append(f"{len(self.skipped)} source keys skipped:")
             lines += [f"  {key}: {reason}" for key, reason in sorted(self.skipped.items())]
+        if self.adapted:
+            lines += [f"adapted {key}: {reason}" for key, reason in sorted(self.adapted.items())]
         if self.initialised:
             lines.append(f"{len(self.initialised)} target keys not in the source, left at their initial value:")
             lines += [f"  {key}: {reason}" for key, reason in sorted(self.initialised.items())]
