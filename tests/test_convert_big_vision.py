@@ -1,7 +1,6 @@
 """big_vision two-tower checkpoints -> SILC, against big_vision's own outputs (tests/fixtures/big_vision)."""
 
 import io
-import json
 from pathlib import Path
 
 import numpy as np

@@ -172,3 +172,19 @@ def test_two_ranks_equal_one_process_on_the_global_batch():
     single.update_center(teacher_out)
     for rank in (0, 1):
         torch.testing.assert_close(results[rank]["center"], single.center)
+
+
+def test_sinkhorn_targets_balance_the_prototypes_and_keep_the_ranking():
+    from silc_hf.losses import sinkhorn_knopp
+
+    generator = torch.Generator().manual_seed(0)
+    scores = torch.randn(8, 4, generator=generator, dtype=torch.float64) * 3
+    targets = sinkhorn_knopp(scores, iterations=50)
+    torch.testing.assert_close(targets.sum(dim=1), torch.ones(8, dtype=torch.float64))  # each sample a distribution
+    torch.testing.assert_close(targets.sum(dim=0), torch.full((4,), 2.0, dtype=torch.float64), atol=1e-6, rtol=0)  # equal mass
+    # the result is diag(a) exp(scores) diag(b): log-ratios between two samples are the same for every prototype
+    log_targets = targets.log()
+    differences = log_targets[0] - log_targets[1] - (scores[0] - scores[1])
+    torch.testing.assert_close(differences, differences.mean().expand(4))
+    with pytest.raises(ValueError, match="centering='kmeans' is not supported"):
+        DistillationLoss(4, centering="kmeans")

@@ -136,6 +136,24 @@ def test_starting_distillation_copies_the_student_into_the_teacher(data_folder, 
     assert not wrapper.distillation_loss.center.any() and bool(wrapper.distillation_started)
 
 
+def test_prototypes_stay_frozen_early_and_the_head_can_have_its_own_learning_rate(data_folder, tmp_path):
+    trainer = _trainer(data_folder, _args(tmp_path, max_steps=3, head_freeze_prototypes_steps=2, head_learning_rate=1e-5))
+    prototypes = trainer.model.student_head.prototypes
+    before = prototypes.detach().clone()
+    trainer.add_callback(_StopAfter(2))
+    trainer.train()
+    assert torch.equal(prototypes, before)  # two frozen steps
+    head = {id(p) for p in trainer.model.student_head.parameters()}
+    rates = {(id(p) in head, group["lr"] > 0) for group in trainer.optimizer.param_groups for p in group["params"]}
+    assert rates == {(False, True), (True, True)}
+    head_groups = [g for g in trainer.optimizer.param_groups if id(g["params"][0]) in head]
+    other_groups = [g for g in trainer.optimizer.param_groups if id(g["params"][0]) not in head]
+    assert all(g["initial_lr"] == 1e-5 for g in head_groups) and all(g["initial_lr"] == 1e-3 for g in other_groups)
+    full = _trainer(data_folder, _args(tmp_path / "full", max_steps=3, head_freeze_prototypes_steps=2))
+    full.train()
+    assert not torch.equal(full.model.student_head.prototypes, before)
+
+
 def test_logit_scale_is_clamped_after_each_step(data_folder, tmp_path):
     trainer = _trainer(data_folder, _args(tmp_path, max_steps=1, max_logit_scale=5.0))
     trainer.train()

@@ -1,60 +1,30 @@
 """Pretrain or fine-tune a SILC model with `SilcTrainer`.
 
-    accelerate launch training/train_silc.py --config training/configs/tiny.json --train_data path/to/imagefolder
+    accelerate launch training/train_silc.py --config training/configs/tiny.json      # CPU, generated data
     accelerate launch --multi_gpu --num_processes 8 training/train_silc.py --config training/configs/silc_b16.json \\
         --train_data "shards/{00000..01023}.tar" --image_column jpg --text_column txt --streaming
     python training/train_silc.py --init_from path/to/clip-or-siglip-or-silc --distill_start_step 0 ...
 
-Arguments: ModelArguments below, `silc_hf.data.SilcDataArguments` and `silc_hf.SilcTrainingArguments`
-(which include every `TrainingArguments` field and the multi-crop numbers). `--config` reads a JSON or YAML
-file of the same names (plus `model_config`: a `SilcConfig` dict, a path to one, or "silc-b16");
-command-line arguments override the file.
+Arguments: `silc_hf.factory.SilcModelArguments`, `silc_hf.data.SilcDataArguments` and
+`silc_hf.SilcTrainingArguments` (which include every `TrainingArguments` field and the multi-crop numbers).
+`--config` reads a JSON or YAML file of the same names (plus `model_config`: a `SilcConfig` dict, a path to
+one, or "silc-b16"); command-line arguments override the file.
 """
 
 import argparse
 import json
-import os
-import sys
-from dataclasses import dataclass, field
 
 import yaml
-from transformers import AutoConfig, AutoProcessor, AutoTokenizer, HfArgumentParser, set_seed
-from transformers.utils import logging
+from transformers import HfArgumentParser
 
-import silc_hf  # noqa: F401  (registers "silc" with the Auto classes)
-from silc_hf import SilcConfig, SilcImageProcessor, SilcModel, SilcProcessor
-from silc_hf.augmentation import MultiCropTransform
-from silc_hf.convert import from_hf_clip, from_hf_siglip, silc_processor_from
-from silc_hf.data import (
-    MultiCropDataset,
-    SamplePreparer,
-    SilcDataArguments,
-    SilcMultiCropCollator,
-    StreamingMultiCropDataset,
-    load_image_text_dataset,
-)
-from silc_hf.tokenization import train_clip_tokenizer
+from silc_hf.data import SilcDataArguments
+from silc_hf.factory import SilcModelArguments, run_training
 from silc_hf.trainer import SilcTrainer, SilcTrainingArguments
-
-logger = logging.get_logger("train_silc")
-
-
-@dataclass
-class ModelArguments:
-    model_config: str | None = field(
-        default=None, metadata={"help": "a SilcConfig JSON file or 'silc-b16' (a config file may inline the dict)"}
-    )
-    init_from: str | None = field(default=None, metadata={"help": "start from an HF CLIP, SigLIP or SILC folder / Hub id"})
-    tokenizer: str | None = field(default=None, metadata={"help": "tokenizer folder or Hub id (when not init_from)"})
-    train_tokenizer: bool = field(default=False, metadata={"help": "train a BPE tokenizer on the training captions"})
-    tokenizer_vocab_size: int = field(default=8192, metadata={"help": "vocabulary size of a trained tokenizer"})
-    tokenizer_training_captions: int = field(default=200_000, metadata={"help": "captions read to train the tokenizer"})
-    attn_implementation: str = field(default="sdpa", metadata={"help": "'sdpa', 'eager' or 'flash_attention_2'"})
 
 
 def parse_args(argv: list[str] | None = None):
-    """Parse (ModelArguments, SilcDataArguments, SilcTrainingArguments, inline model config dict or None)."""
-    parser = HfArgumentParser((ModelArguments, SilcDataArguments, SilcTrainingArguments))
+    """Parse (SilcModelArguments, SilcDataArguments, SilcTrainingArguments, inline model config dict or None)."""
+    parser = HfArgumentParser((SilcModelArguments, SilcDataArguments, SilcTrainingArguments))
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--config")
     known, rest = pre.parse_known_args(argv)
@@ -72,115 +42,9 @@ def parse_args(argv: list[str] | None = None):
     return (*parser.parse_args_into_dataclasses(rest), inline_model_config)
 
 
-def read_captions(dataset, column: str, limit: int) -> list[str]:
-    captions = []
-    rows = dataset.select_columns([column]) if hasattr(dataset, "select_columns") else dataset
-    for example in rows:
-        if isinstance(example.get(column), str) and example[column].strip():
-            captions.append(example[column])
-        if len(captions) >= limit:
-            break
-    return captions
-
-
-def load_initial_model(path: str):
-    """A SilcModel and SilcProcessor from an HF CLIP, SigLIP or SILC folder / Hub id."""
-    model_type = AutoConfig.from_pretrained(path).model_type
-    if model_type == "clip":
-        return from_hf_clip(path), silc_processor_from(path)
-    if model_type == "siglip":
-        model = from_hf_siglip(path)
-        return model, silc_processor_from(path, fixed_text_length=model.config.text_config.max_position_embeddings)
-    if model_type == "silc":
-        return SilcModel.from_pretrained(path), AutoProcessor.from_pretrained(path)
-    raise ValueError(f"--init_from {path} is a {model_type!r} model; use an HF CLIP, SigLIP or SILC checkpoint.")
-
-
-def build_model_and_processor(model_args: ModelArguments, inline_config: dict | None, captions_source, text_column: str):
-    if model_args.init_from:
-        model, processor = load_initial_model(model_args.init_from)
-    else:
-        if inline_config is not None:
-            config = SilcConfig(**inline_config)
-        elif model_args.model_config in (None, "silc-b16"):
-            config = SilcConfig.silc_b16()
-        else:
-            config = SilcConfig.from_json_file(model_args.model_config)
-        text = config.text_config
-        if model_args.tokenizer:
-            tokenizer = AutoTokenizer.from_pretrained(model_args.tokenizer)
-        elif model_args.train_tokenizer:
-            captions = read_captions(captions_source, text_column, model_args.tokenizer_training_captions)
-            tokenizer = train_clip_tokenizer(captions, model_args.tokenizer_vocab_size, text.max_position_embeddings)
-            logger.warning(f"Trained a {len(tokenizer)}-token BPE tokenizer on {len(captions)} captions.")
-        else:
-            raise ValueError("Pass --tokenizer PATH, --train_tokenizer, or --init_from a model with its tokenizer.")
-        text.vocab_size, text.pad_token_id, text.eos_token_id = len(tokenizer), tokenizer.pad_token_id, tokenizer.eos_token_id
-        config.validate_architecture()
-        model = SilcModel(config)
-        size = config.vision_config.image_size
-        fixed_length = text.max_position_embeddings if text.fixed_length_padding else None
-        processor = SilcProcessor(SilcImageProcessor(size={"height": size, "width": size}), tokenizer, fixed_text_length=fixed_length)
-    model.set_attn_implementation(model_args.attn_implementation)
-    return model, processor
-
-
-def build_dataset(raw, data_args: SilcDataArguments, args: SilcTrainingArguments, image_size: int):
-    missing = [c for c in (data_args.image_column, data_args.text_column) if c not in (raw.column_names or [])]
-    if missing:
-        raise ValueError(f"Columns {missing} are not in the dataset (it has {raw.column_names}); set --image_column / --text_column.")
-    preparer = SamplePreparer(
-        MultiCropTransform(args, image_size),
-        image_column=data_args.image_column,
-        text_column=data_args.text_column,
-        max_caption_chars=data_args.max_caption_chars,
-        min_image_size=data_args.min_image_size or args.local_crop_size,
-        max_image_pixels=data_args.max_image_pixels,
-    )
-    seed = args.data_seed if args.data_seed is not None else args.seed
-    if data_args.streaming:
-        return StreamingMultiCropDataset(raw, preparer, seed, data_args.strict, rank=args.process_index, world_size=args.world_size)
-    return MultiCropDataset(raw, preparer, seed, data_args.strict)
-
-
 def main(argv: list[str] | None = None) -> SilcTrainer:
-    model_args, data_args, args, inline_config = parse_args(argv)
-    if not data_args.train_data:
-        raise ValueError("--train_data is required: an imagefolder directory, webdataset shards or a Hub dataset.")
-    if data_args.streaming and args.max_steps <= 0:
-        raise ValueError("--streaming datasets have no length; set --max_steps.")
-    train_raw = load_image_text_dataset(data_args.train_data, streaming=data_args.streaming)
-    checkpoint = args.resume_from_checkpoint
-    if checkpoint and os.path.isdir(checkpoint) and not model_args.init_from:
-        model_args.tokenizer, model_args.train_tokenizer = checkpoint, False  # the tokenizer the run was trained with
-    set_seed(args.seed)  # before any weight is initialised: every rank (and every rerun) builds the same model
-    model, processor = build_model_and_processor(model_args, inline_config, train_raw, data_args.text_column)
-    image_size = model.config.vision_config.image_size
-    train_dataset = build_dataset(train_raw, data_args, args, image_size)
-    eval_dataset = None
-    if data_args.eval_data:
-        eval_raw = load_image_text_dataset(data_args.eval_data, split="train", streaming=False)
-        eval_dataset = build_dataset(eval_raw, data_args, args, image_size)
-    trainer = SilcTrainer(
-        model=model,
-        args=args,
-        train_dataset=train_dataset,
-        eval_dataset=eval_dataset,
-        data_collator=SilcMultiCropCollator(processor, model.config.text_config.max_position_embeddings),
-        processing_class=processor,
-    )
-    result = trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
-    trainer.save_model()
-    trainer.log_metrics("train", result.metrics)
-    trainer.save_metrics("train", result.metrics)
-    trainer.save_state()
-    if eval_dataset is not None:
-        metrics = trainer.evaluate()
-        trainer.log_metrics("eval", metrics)
-        trainer.save_metrics("eval", metrics)
-    return trainer
+    return run_training(*parse_args(argv))
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     main()

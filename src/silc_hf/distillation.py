@@ -112,6 +112,7 @@ class SilcPretrainingModel(nn.Module):
         head_num_layers: int = 3,
         student_temperature: float = 0.1,
         center_momentum: float = 0.9,
+        centering: str = "ema",
         image_mean: Sequence[float] = (0.5, 0.5, 0.5),
         image_std: Sequence[float] = (0.5, 0.5, 0.5),
         blur_kernel_size: int = 9,
@@ -123,7 +124,7 @@ class SilcPretrainingModel(nn.Module):
             student.config.vision_config.hidden_size, head_num_prototypes, head_hidden_dim, head_bottleneck_dim, head_num_layers
         ).to(student.dtype)
         self.teacher = SilcTeacher(student.vision_model, self.student_head)
-        self.distillation_loss = DistillationLoss(head_num_prototypes, student_temperature, center_momentum)
+        self.distillation_loss = DistillationLoss(head_num_prototypes, student_temperature, center_momentum, centering)
         # Whether the teacher has been (re-)initialised from the student: distillation may start late.
         self.register_buffer("distillation_started", torch.zeros((), dtype=torch.bool))
         self.photometric = dict(

@@ -95,6 +95,30 @@ def distributed_contrastive_loss(
     return (F.cross_entropy(image_to_text, labels) + F.cross_entropy(text_to_image, labels)) / 2
 
 
+@torch.no_grad()
+def sinkhorn_knopp(scores: torch.Tensor, iterations: int = 3) -> torch.Tensor:
+    """Teacher targets with equal mass on every prototype over the global batch (SwAV; DINOv2
+    `sinkhorn_knopp_teacher`): alternately normalise prototype totals to 1/K and sample totals to 1/B.
+    `scores` are `(batch, K)` logits already divided by the temperature; returns rows summing to 1."""
+    q = torch.exp(scores - scores.max()).t()  # (K, batch); the shift cancels in the normalisations
+    num_prototypes, batch = q.shape
+    if is_distributed():
+        batch_total = torch.tensor(float(batch), device=q.device)
+        dist.all_reduce(batch_total)
+        batch = batch_total.item()
+    total = q.sum()
+    if is_distributed():
+        dist.all_reduce(total)
+    q /= total
+    for _ in range(iterations):
+        rows = q.sum(dim=1, keepdim=True)
+        if is_distributed():
+            dist.all_reduce(rows)
+        q /= rows * num_prototypes
+        q /= q.sum(dim=0, keepdim=True) * batch
+    return (q * batch).t()
+
+
 class DistillationLoss(nn.Module):
     """DINO's self-distillation loss (Caron et al. 2021; DINOv2 `loss/dino_clstoken_loss.py`), owning the center.
 
@@ -104,18 +128,30 @@ class DistillationLoss(nn.Module):
     global view i, student view j) with j != i.
     """
 
-    def __init__(self, num_prototypes: int, student_temperature: float = 0.1, center_momentum: float = 0.9):
+    def __init__(
+        self, num_prototypes: int, student_temperature: float = 0.1, center_momentum: float = 0.9, centering: str = "ema"
+    ):
         super().__init__()
+        if centering not in ("ema", "sinkhorn"):
+            raise ValueError(f"centering={centering!r} is not supported; use 'ema' (DINO) or 'sinkhorn' (DINOv2).")
         self.student_temperature = student_temperature
         self.center_momentum = center_momentum
+        self.centering = centering
         self.register_buffer("center", torch.zeros(1, num_prototypes))
+
+    def teacher_probabilities(self, teacher_views: list[torch.Tensor], teacher_temperature: float) -> list[torch.Tensor]:
+        """Centred and sharpened teacher distributions, one `(batch, K)` tensor per global view."""
+        if self.centering == "ema":
+            return [F.softmax((t - self.center) / teacher_temperature, dim=-1) for t in teacher_views]
+        probs = sinkhorn_knopp(torch.cat(teacher_views).float() / teacher_temperature)
+        return list(probs.split(teacher_views[0].shape[0]))
 
     def forward(
         self, student_views: list[torch.Tensor], teacher_views: list[torch.Tensor], teacher_temperature: float
     ) -> torch.Tensor:
         """`student_views[j]` / `teacher_views[i]` are `(batch, num_prototypes)` head outputs; student views
         `0..len(teacher_views)-1` are the same global crops as the teacher's."""
-        teacher_probs = [F.softmax((t - self.center) / teacher_temperature, dim=-1) for t in teacher_views]
+        teacher_probs = self.teacher_probabilities(teacher_views, teacher_temperature)
         student_log_probs = [F.log_softmax(s / self.student_temperature, dim=-1) for s in student_views]
         total, pairs = 0.0, 0
         for i, p_teacher in enumerate(teacher_probs):
@@ -124,7 +160,7 @@ class DistillationLoss(nn.Module):
                     continue
                 total = total - (p_teacher * log_p_student).sum(dim=-1).mean()
                 pairs += 1
-        if self.training:
+        if self.training and self.centering == "ema":
             self.update_center(torch.cat(teacher_views))
         return total / pairs
 

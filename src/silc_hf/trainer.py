@@ -46,10 +46,18 @@ class SilcTrainingArguments(MultiCropArguments, TrainingArguments):
         default=0.1, metadata={"help": "fraction of the distillation steps over which the teacher temperature warms up"}
     )
     center_momentum: float = 0.9
+    centering: str = field(default="ema", metadata={"help": "'ema' (DINO center) or 'sinkhorn' (DINOv2 Sinkhorn-Knopp)"})
     head_num_prototypes: int = 65536
     head_hidden_dim: int = 2048
     head_bottleneck_dim: int = 256
     head_num_layers: int = 3
+    head_learning_rate: float | None = field(
+        default=None, metadata={"help": "learning rate of the distillation head (default: learning_rate)"}
+    )
+    head_freeze_prototypes_steps: int = field(
+        default=1250,
+        metadata={"help": "distillation steps during which the head's prototypes do not move (DINO's freeze_last_layer)"},
+    )
     max_logit_scale: float = field(default=100.0, metadata={"help": "softmax models: clamp exp(logit_scale) after each step"})
     remove_unused_columns: bool = field(default=False, metadata={"help": "must stay False: the batch is built by the collator"})
 
@@ -71,10 +79,14 @@ class SilcTrainingArguments(MultiCropArguments, TrainingArguments):
 
 
 class _SilcStepCallback(TrainerCallback):
-    """After each optimizer step (not micro-batch): clamp the logit scale, move the teacher."""
+    """Around each optimizer step (not micro-batch): freeze the prototypes early on; afterwards clamp the
+    logit scale and move the teacher."""
 
     def __init__(self, trainer: "SilcTrainer"):
         self.trainer = trainer
+
+    def on_pre_optimizer_step(self, args, state, control, **kwargs):
+        self.trainer.before_optimizer_step(state.global_step)
 
     def on_optimizer_step(self, args, state, control, **kwargs):
         self.trainer.after_optimizer_step(state.global_step)
@@ -123,6 +135,7 @@ class SilcTrainer(Trainer):
             head_num_layers=args.head_num_layers,
             student_temperature=args.student_temperature,
             center_momentum=args.center_momentum,
+            centering=args.centering,
             image_mean=getattr(image_processor, "image_mean", None) or (0.5, 0.5, 0.5),
             image_std=getattr(image_processor, "image_std", None) or (0.5, 0.5, 0.5),
             blur_kernel_size=args.blur_kernel_size,
@@ -186,6 +199,12 @@ class SilcTrainer(Trainer):
                 self._skipped_samples += int(skipped.sum())
         return (outputs["loss"], outputs) if return_outputs else outputs["loss"]
 
+    def before_optimizer_step(self, step: int) -> None:
+        """Cancel the prototypes' gradient early in distillation (after clipping, as DINO does): trained from
+        the start, the prototypes can collapse onto each other and flatten the teacher to a uniform output."""
+        if step - self.args.distill_start_step < self.args.head_freeze_prototypes_steps:
+            self.pretraining_model.student_head.prototypes.grad = None
+
     @torch.no_grad()
     def after_optimizer_step(self, step: int) -> None:
         """Clamp the CLIP logit scale (openai/CLIP#46) and take one EMA step of the teacher."""
@@ -217,6 +236,27 @@ class SilcTrainer(Trainer):
         if "loss" in logs or "train_loss" in logs:
             logs["skipped_samples"] = self._skipped_samples  # bad samples skipped so far (this process)
         super().log(logs, start_time)
+
+    def create_optimizer(self, model=None):
+        """The Trainer's optimizer, with the distillation head in groups of its own when `head_learning_rate`
+        is set (the LR schedule scales them like the rest)."""
+        optimizer = super().create_optimizer(model)
+        if self.args.head_learning_rate is None:
+            return optimizer
+        head = {id(p) for p in self.pretraining_model.student_head.parameters()}
+        groups = []
+        for group in optimizer.param_groups:
+            for in_head in (False, True):
+                params = [p for p in group["params"] if (id(p) in head) == in_head]
+                if params:
+                    settings = {key: value for key, value in group.items() if key != "params"}
+                    if in_head:
+                        settings["lr"] = self.args.head_learning_rate
+                    groups.append({**settings, "params": params})
+        optimizer.param_groups = []  # regrouped before any step: there is no state to carry over
+        for group in groups:
+            optimizer.add_param_group(group)
+        return optimizer
 
     def get_decay_parameter_names(self, model) -> list[str]:
         """Weight decay on matrices only: not on biases, norms, class token, probe or logit scale/bias

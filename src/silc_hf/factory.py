@@ -1,0 +1,162 @@
+"""Builds what a SILC training run needs from its arguments: the model and processor (from a config, or
+initialised from an HF CLIP / SigLIP / SILC checkpoint), the multi-crop datasets and the `SilcTrainer`.
+Shared by `training/train_silc.py` and `python -m silc_hf.demo`.
+"""
+
+import os
+from dataclasses import dataclass, field
+
+from transformers import AutoConfig, AutoProcessor, AutoTokenizer, set_seed
+from transformers.utils import logging
+
+from .augmentation import MultiCropTransform
+from .configuration_silc import SilcConfig
+from .convert import from_hf_clip, from_hf_siglip, silc_processor_from
+from .data import (
+    MultiCropDataset,
+    SamplePreparer,
+    SilcDataArguments,
+    SilcMultiCropCollator,
+    StreamingMultiCropDataset,
+    load_image_text_dataset,
+)
+from .image_processing_silc import SilcImageProcessor
+from .modeling_silc import SilcModel
+from .processing_silc import SilcProcessor
+from .tokenization import train_clip_tokenizer
+from .trainer import SilcTrainer, SilcTrainingArguments
+
+logger = logging.get_logger(__name__)
+
+
+@dataclass
+class SilcModelArguments:
+    """Which model to train and with which tokenizer."""
+
+    model_config: str | None = field(
+        default=None, metadata={"help": "a SilcConfig JSON file or 'silc-b16' (a config file may inline the dict)"}
+    )
+    init_from: str | None = field(default=None, metadata={"help": "start from an HF CLIP, SigLIP or SILC folder / Hub id"})
+    tokenizer: str | None = field(default=None, metadata={"help": "tokenizer folder or Hub id (when not init_from)"})
+    train_tokenizer: bool = field(default=False, metadata={"help": "train a BPE tokenizer on the training captions"})
+    tokenizer_vocab_size: int = field(default=8192, metadata={"help": "vocabulary size of a trained tokenizer"})
+    tokenizer_training_captions: int = field(default=200_000, metadata={"help": "captions read to train the tokenizer"})
+    attn_implementation: str = field(default="sdpa", metadata={"help": "'sdpa', 'eager' or 'flash_attention_2'"})
+
+
+def read_captions(dataset, column: str, limit: int) -> list[str]:
+    """Up to `limit` non-empty string captions, in dataset order (to train a tokenizer on)."""
+    captions = []
+    rows = dataset.select_columns([column]) if hasattr(dataset, "select_columns") else dataset
+    for example in rows:
+        if isinstance(example.get(column), str) and example[column].strip():
+            captions.append(example[column])
+        if len(captions) >= limit:
+            break
+    return captions
+
+
+def load_initial_model(path: str):
+    """A SilcModel and SilcProcessor from an HF CLIP, SigLIP or SILC folder / Hub id."""
+    model_type = AutoConfig.from_pretrained(path).model_type
+    if model_type == "clip":
+        return from_hf_clip(path), silc_processor_from(path)
+    if model_type == "siglip":
+        model = from_hf_siglip(path)
+        return model, silc_processor_from(path, fixed_text_length=model.config.text_config.max_position_embeddings)
+    if model_type == "silc":
+        return SilcModel.from_pretrained(path), AutoProcessor.from_pretrained(path)
+    raise ValueError(f"--init_from {path} is a {model_type!r} model; use an HF CLIP, SigLIP or SILC checkpoint.")
+
+
+def build_model_and_processor(model_args: SilcModelArguments, inline_config: dict | None, captions_source, text_column: str):
+    if model_args.init_from:
+        model, processor = load_initial_model(model_args.init_from)
+    else:
+        if inline_config is not None:
+            config = SilcConfig(**inline_config)
+        elif model_args.model_config in (None, "silc-b16"):
+            config = SilcConfig.silc_b16()
+        else:
+            config = SilcConfig.from_json_file(model_args.model_config)
+        text = config.text_config
+        if model_args.tokenizer:
+            tokenizer = AutoTokenizer.from_pretrained(model_args.tokenizer)
+        elif model_args.train_tokenizer:
+            captions = read_captions(captions_source, text_column, model_args.tokenizer_training_captions)
+            tokenizer = train_clip_tokenizer(captions, model_args.tokenizer_vocab_size, text.max_position_embeddings)
+            logger.warning(f"Trained a {len(tokenizer)}-token BPE tokenizer on {len(captions)} captions.")
+        else:
+            raise ValueError("Pass --tokenizer PATH, --train_tokenizer, or --init_from a model with its tokenizer.")
+        text.vocab_size, text.pad_token_id, text.eos_token_id = len(tokenizer), tokenizer.pad_token_id, tokenizer.eos_token_id
+        config.validate_architecture()
+        model = SilcModel(config)
+        size = config.vision_config.image_size
+        fixed_length = text.max_position_embeddings if text.fixed_length_padding else None
+        processor = SilcProcessor(SilcImageProcessor(size={"height": size, "width": size}), tokenizer, fixed_text_length=fixed_length)
+    model.set_attn_implementation(model_args.attn_implementation)
+    return model, processor
+
+
+def build_dataset(raw, data_args: SilcDataArguments, args: SilcTrainingArguments, image_size: int):
+    missing = [c for c in (data_args.image_column, data_args.text_column) if c not in (raw.column_names or [])]
+    if missing:
+        raise ValueError(f"Columns {missing} are not in the dataset (it has {raw.column_names}); set --image_column / --text_column.")
+    preparer = SamplePreparer(
+        MultiCropTransform(args, image_size),
+        image_column=data_args.image_column,
+        text_column=data_args.text_column,
+        max_caption_chars=data_args.max_caption_chars,
+        min_image_size=data_args.min_image_size or args.local_crop_size,
+        max_image_pixels=data_args.max_image_pixels,
+    )
+    seed = args.data_seed if args.data_seed is not None else args.seed
+    if data_args.streaming:
+        return StreamingMultiCropDataset(raw, preparer, seed, data_args.strict, rank=args.process_index, world_size=args.world_size)
+    return MultiCropDataset(raw, preparer, seed, data_args.strict)
+
+
+def build_trainer(model_args: SilcModelArguments, data_args: SilcDataArguments, args: SilcTrainingArguments, inline_config: dict | None = None) -> SilcTrainer:
+    """Model, processor, datasets and collator for a run, wrapped in a `SilcTrainer` (not yet trained)."""
+    if not data_args.train_data:
+        raise ValueError("--train_data is required: an imagefolder directory, webdataset shards or a Hub dataset.")
+    if data_args.streaming and args.max_steps <= 0:
+        raise ValueError("--streaming datasets have no length; set --max_steps.")
+    train_raw = load_image_text_dataset(data_args.train_data, streaming=data_args.streaming)
+    checkpoint = args.resume_from_checkpoint
+    if checkpoint and os.path.isdir(checkpoint) and not model_args.init_from:
+        model_args.tokenizer, model_args.train_tokenizer = checkpoint, False  # the tokenizer the run was trained with
+    set_seed(args.seed)  # before any weight is initialised: every rank (and every rerun) builds the same model
+    model, processor = build_model_and_processor(model_args, inline_config, train_raw, data_args.text_column)
+    image_size = model.config.vision_config.image_size
+    train_dataset = build_dataset(train_raw, data_args, args, image_size)
+    eval_dataset = None
+    if data_args.eval_data:
+        eval_raw = load_image_text_dataset(data_args.eval_data, split="train", streaming=False)
+        eval_dataset = build_dataset(eval_raw, data_args, args, image_size)
+    trainer = SilcTrainer(
+        model=model,
+        args=args,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        data_collator=SilcMultiCropCollator(processor, model.config.text_config.max_position_embeddings),
+        processing_class=processor,
+    )
+    return trainer
+
+
+def run_training(model_args: SilcModelArguments, data_args: SilcDataArguments, args: SilcTrainingArguments, inline_config: dict | None = None) -> SilcTrainer:
+    """Train, export the model with its processor to `args.output_dir`, and evaluate if there is eval data."""
+    trainer = build_trainer(model_args, data_args, args, inline_config)
+    result = trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
+    trainer.save_model()
+    trainer.log_metrics("train", result.metrics)
+    trainer.save_metrics("train", result.metrics)
+    trainer.save_state()
+    if trainer.eval_dataset is not None:
+        metrics = trainer.evaluate()
+        trainer.log_metrics("eval", metrics)
+        trainer.save_metrics("eval", metrics)
+    return trainer
+
+
