@@ -14,12 +14,14 @@ from transformers import (
     AutoTokenizer,
     PreTrainedTokenizerFast,
 )
+from transformers.pipelines import PIPELINE_REGISTRY
 
 from .configuration_silc import SilcConfig, SilcTextConfig, SilcVisionConfig
 from .image_processing_silc import SilcImageProcessor
 from .modeling_silc import SilcModel, SilcPreTrainedModel, SilcTextModel, SilcVisionModel
 from .pipelines import SilcZeroShotImageClassificationPipeline
 from .processing_silc import SilcProcessor
+from .segmentation import SilcZeroShotImageSegmentationPipeline
 
 AutoConfig.register("silc", SilcConfig, exist_ok=True)
 AutoConfig.register("silc_vision_model", SilcVisionConfig, exist_ok=True)
@@ -32,6 +34,13 @@ AutoImageProcessor.register(SilcConfig, image_processor_classes={"pil": SilcImag
 AutoProcessor.register(SilcConfig, SilcProcessor, exist_ok=True)
 # A SILC folder names its own tokenizer class; this is the fallback for a bare `tokenizer.json`.
 AutoTokenizer.register(SilcConfig, tokenizer_class=PreTrainedTokenizerFast, exist_ok=True)
+
+PIPELINE_REGISTRY.register_pipeline(
+    "zero-shot-image-segmentation",
+    pipeline_class=SilcZeroShotImageSegmentationPipeline,
+    pt_model=AutoModel,
+    type="multimodal",
+)
 
 SilcConfig.register_for_auto_class()
 SilcModel.register_for_auto_class("AutoModel")
@@ -68,4 +77,5 @@ __all__ = [
     "SilcVisionConfig",
     "SilcVisionModel",
     "SilcZeroShotImageClassificationPipeline",
+    "SilcZeroShotImageSegmentationPipeline",
 ]

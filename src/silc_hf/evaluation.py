@@ -1,0 +1,202 @@
+"""Evaluation of SILC models: zero-shot classification (top-1/top-5, prompt ensembles), image<->text retrieval
+(R@1/5/10), zero-shot segmentation (mIoU, pixel accuracy) and a few-shot linear probe on frozen embeddings.
+
+The metrics are computed here (no Hub-hosted `evaluate` metric is needed). Conventions:
+
+- ranking ties are broken in favour of the lower index (a stable sort), for top-k and for recall@k;
+- segmentation ignores `ignore_index` pixels; a class absent from both prediction and ground truth has no
+  IoU and does not count in the mean; pixel accuracy is over the non-ignored pixels.
+
+`results_entry` formats a task's metrics for the JSON file that `python -m silc_hf.model_card` reads.
+"""
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from .segmentation import DEFAULT_TEMPLATES, _pixel_inputs, encode_class_names, logits_to_result, segment_pixels
+
+# ------------------------------------------------------------------------------------------------ metrics
+
+
+def ranks(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """0-based rank of each row's target column under a stable descending sort (ties: lower index first)."""
+    order = torch.sort(scores, dim=1, descending=True, stable=True).indices
+    return (order == targets.view(-1, 1)).int().argmax(dim=1)
+
+
+def topk_accuracy(scores: torch.Tensor, targets: torch.Tensor, ks=(1, 5)) -> dict[str, float]:
+    """Fraction of rows whose target class is among the k best-scored classes."""
+    rank = ranks(scores, targets)
+    return {f"top{k}_accuracy": (rank < k).float().mean().item() for k in ks}
+
+
+def recall_at_k(similarity: torch.Tensor, positives: list[set[int]], ks=(1, 5, 10)) -> dict[str, float]:
+    """Fraction of queries (rows) with at least one positive candidate (column) in their top k."""
+    order = torch.sort(similarity, dim=1, descending=True, stable=True).indices
+    best = torch.tensor([min(int((order[q] == c).nonzero()) for c in positives[q]) for q in range(len(positives))])
+    return {f"R@{k}": (best < k).float().mean().item() for k in ks}
+
+
+def confusion_matrix(prediction: torch.Tensor, target: torch.Tensor, num_classes: int, ignore_index: int | None = None) -> torch.Tensor:
+    """`(num_classes, num_classes)` counts, rows = ground truth, columns = prediction. Predictions outside
+    [0, num_classes) (e.g. background -1) count as wrong for their ground-truth class."""
+    prediction, target = prediction.flatten().long(), target.flatten().long()
+    valid = target != ignore_index if ignore_index is not None else torch.ones_like(target, dtype=torch.bool)
+    valid &= (target >= 0) & (target < num_classes)
+    prediction, target = prediction[valid], target[valid]
+    in_range = (prediction >= 0) & (prediction < num_classes)
+    matrix = torch.bincount(target[in_range] * num_classes + prediction[in_range], minlength=num_classes**2)
+    matrix = matrix.view(num_classes, num_classes)
+    misses = torch.bincount(target[~in_range], minlength=num_classes)  # ground truth predicted as nothing
+    return torch.cat([matrix, misses.view(-1, 1)], dim=1)  # last column: predictions outside the classes
+
+
+def segmentation_metrics(confusion: torch.Tensor) -> dict:
+    """mIoU, per-class IoU (None for classes absent from prediction and ground truth) and pixel accuracy
+    from `confusion_matrix`."""
+    confusion = confusion.double()
+    num_classes = confusion.shape[0]
+    true_positive = confusion[:, :num_classes].diagonal()
+    ground_truth = confusion.sum(dim=1)
+    predicted = confusion[:, :num_classes].sum(dim=0)
+    union = ground_truth + predicted - true_positive
+    iou = [(tp / u).item() if u > 0 else None for tp, u in zip(true_positive, union)]
+    present = [v for v in iou if v is not None]
+    total = ground_truth.sum().item()
+    return {
+        "mIoU": float(np.mean(present)) if present else float("nan"),
+        "pixel_accuracy": true_positive.sum().item() / total if total else float("nan"),
+        "per_class_IoU": iou,
+    }
+
+
+def linear_probe_accuracy(
+    train_features: torch.Tensor, train_labels: torch.Tensor, test_features: torch.Tensor, test_labels: torch.Tensor,
+    weight_decay: float = 1e-3, steps: int = 100,
+) -> float:
+    """Multinomial logistic regression (L-BFGS, L2 penalty) on L2-normalised features; test top-1 accuracy."""
+    train, test = F.normalize(train_features.double(), dim=-1), F.normalize(test_features.double(), dim=-1)
+    num_classes = int(max(train_labels.max(), test_labels.max())) + 1
+    weight = torch.zeros(train.shape[1], num_classes, dtype=torch.float64, requires_grad=True)
+    bias = torch.zeros(num_classes, dtype=torch.float64, requires_grad=True)
+    optimizer = torch.optim.LBFGS([weight, bias], max_iter=steps, line_search_fn="strong_wolfe")
+
+    def closure():
+        optimizer.zero_grad()
+        loss = F.cross_entropy(train @ weight + bias, train_labels) + weight_decay * weight.pow(2).sum()
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    with torch.no_grad():
+        return ((test @ weight + bias).argmax(dim=1) == test_labels).double().mean().item()
+
+
+def results_entry(task: str, dataset: str, metrics: dict, split: str | None = None, dataset_name: str | None = None) -> dict:
+    """One entry of the results JSON read by the model-card generator (numbers only)."""
+    numbers = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    entry = {"task": task, "dataset": dataset, "dataset_name": dataset_name or dataset, "metrics": numbers}
+    if split:
+        entry["split"] = split
+    return entry
+
+
+# -------------------------------------------------------------------------------------- model-level runners
+
+
+def _batches(dataset, batch_size: int, description: str):
+    for start in tqdm(range(0, len(dataset), batch_size), desc=description, leave=False):
+        yield dataset[start : start + batch_size]
+
+
+@torch.no_grad()
+def image_embeddings(model, processor, dataset, image_column: str = "image", batch_size: int = 64) -> torch.Tensor:
+    """L2-normalised image embeddings of every row, `(N, D)`."""
+    outputs = []
+    for batch in _batches(dataset, batch_size, "images"):
+        pixels = processor.image_processor(images=[im.convert("RGB") for im in batch[image_column]], return_tensors="pt")
+        outputs.append(F.normalize(model.get_image_features(pixel_values=pixels["pixel_values"].to(model.device)).image_embeds.float(), dim=-1).cpu())
+    return torch.cat(outputs)
+
+
+@torch.no_grad()
+def text_embeddings(model, processor, texts: list[str], batch_size: int = 256) -> torch.Tensor:
+    """L2-normalised embeddings of `texts`, `(N, D)`, tokenised as the processor does."""
+    outputs = []
+    max_length = model.config.text_config.max_position_embeddings
+    for start in range(0, len(texts), batch_size):
+        tokens = processor(text=texts[start : start + batch_size], truncation=True, max_length=max_length, return_tensors="pt")
+        tokens = {k: v.to(model.device) for k, v in tokens.items() if k in ("input_ids", "attention_mask")}
+        outputs.append(F.normalize(model.get_text_features(**tokens).text_embeds.float(), dim=-1).cpu())
+    return torch.cat(outputs)
+
+
+def evaluate_zero_shot_classification(
+    model, processor, dataset, class_names: list[str], image_column="image", label_column="label",
+    templates=DEFAULT_TEMPLATES, batch_size: int = 64,
+) -> dict[str, float]:
+    """Top-1 / top-5 accuracy of zero-shot classification with a prompt-template ensemble."""
+    classes = encode_class_names(model, processor.tokenizer, class_names, templates).cpu()
+    images = image_embeddings(model, processor, dataset, image_column, batch_size)
+    targets = torch.tensor(dataset[label_column])
+    return topk_accuracy(images @ classes.t(), targets, ks=tuple(k for k in (1, 5) if k <= len(class_names)))
+
+
+def evaluate_retrieval(model, processor, dataset, image_column="image", text_column="text", batch_size: int = 64) -> dict[str, float]:
+    """Image->text and text->image recall@1/5/10; a row's caption may be a string or a list of strings."""
+    images = image_embeddings(model, processor, dataset, image_column, batch_size)
+    captions, owner = [], []
+    for row, value in enumerate(dataset[text_column]):
+        for caption in [value] if isinstance(value, str) else value:
+            captions.append(caption)
+            owner.append(row)
+    texts = text_embeddings(model, processor, captions)
+    similarity = images @ texts.t()
+    image_positives = [set() for _ in range(len(images))]
+    for index, row in enumerate(owner):
+        image_positives[row].add(index)
+    metrics = {f"image_to_text_{k}": v for k, v in recall_at_k(similarity, image_positives).items()}
+    metrics.update({f"text_to_image_{k}": v for k, v in recall_at_k(similarity.t(), [{row} for row in owner]).items()})
+    return metrics
+
+
+def evaluate_segmentation(
+    model, processor, dataset, class_names: list[str], image_column="image", mask_column="mask",
+    templates=DEFAULT_TEMPLATES, method: str = "value", ignore_index: int | None = None, mask_offset: int = 0,
+    background_threshold: float | None = None, sliding_window: bool = True,
+) -> dict:
+    """mIoU and pixel accuracy of zero-shot segmentation. Mask value `v` is class `v - mask_offset`
+    (e.g. `mask_offset=1` when 0 marks background and `ignore_index=0` drops it)."""
+    text_embeds = encode_class_names(model, processor.tokenizer, class_names, templates)
+    size = model.config.vision_config.image_size
+    confusion = torch.zeros(len(class_names), len(class_names) + 1, dtype=torch.long)
+    for row in tqdm(range(len(dataset)), desc="segmentation", leave=False):
+        example = dataset[row]
+        resized, full = _pixel_inputs(processor.image_processor, example[image_column], size)
+        logits = segment_pixels(model, resized, full, text_embeds, method, sliding_window)
+        result = logits_to_result(logits, class_names, model.config.loss_type, background_threshold)
+        mask = torch.from_numpy(np.asarray(example[mask_column]).astype(np.int64))
+        ignore = mask == ignore_index if ignore_index is not None else torch.zeros_like(mask, dtype=torch.bool)
+        target = torch.where(ignore, torch.full_like(mask, -1), mask - mask_offset)
+        confusion += confusion_matrix(result.labels, target, len(class_names))
+    return segmentation_metrics(confusion)
+
+
+def evaluate_linear_probe(
+    model, processor, train_dataset, test_dataset, shots: int = 10, image_column="image", label_column="label",
+    seed: int = 0, batch_size: int = 64,
+) -> dict[str, float]:
+    """k-shot linear probe: `shots` random training images per class, logistic regression on frozen
+    normalised image embeddings, accuracy on the whole test set."""
+    labels = np.asarray(train_dataset[label_column])
+    rng = np.random.default_rng(seed)
+    chosen = sorted(int(i) for c in np.unique(labels) for i in rng.permutation(np.flatnonzero(labels == c))[:shots])
+    subset = train_dataset.select(chosen)
+    train_features = image_embeddings(model, processor, subset, image_column, batch_size)
+    test_features = image_embeddings(model, processor, test_dataset, image_column, batch_size)
+    accuracy = linear_probe_accuracy(
+        train_features, torch.tensor(subset[label_column]), test_features, torch.tensor(test_dataset[label_column])
+    )
+    return {f"{shots}_shot_accuracy": accuracy}
