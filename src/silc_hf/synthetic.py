@@ -180,7 +180,7 @@ def export(output_dir: str, sizes: dict[str, int], seed: int = 0, image_size: in
         os.makedirs(folder, exist_ok=True)
         rows, tar = [], None
         for index, scene in enumerate(generate(split, count, seed, image_size)):
-            key = f"{split}_{index:06d}"
+            key = f"{index:06d}"  # no split name in file names: `datasets` would read it as a split pattern
             meta = {"text": scene.caption, "label": scene.label, "label_name": SHAPES[scene.label]}
             if fmt == "imagefolder":
                 scene.image.save(os.path.join(folder, f"{key}.png"))
