@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: test example
+.PHONY: test example demo
 
 $(BIN)/.silc-installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,3 +18,7 @@ test: $(BIN)/.silc-installed
 # Main job: convert a small random CLIP into a SILC folder and classify a bundled image with the pipeline.
 example: $(BIN)/.silc-installed
 	$(BIN)/python examples/convert_and_classify.py
+
+# Main job: generate the captioned scenes, train a small SILC on the CPU, evaluate, write plots and the model.
+demo: $(BIN)/.silc-installed
+	$(BIN)/python -m silc_hf.demo

@@ -200,3 +200,53 @@ def evaluate_linear_probe(
         train_features, torch.tensor(subset[label_column]), test_features, torch.tensor(test_dataset[label_column])
     )
     return {f"{shots}_shot_accuracy": accuracy}
+
+
+TASKS = {
+    "classification": "zero-shot-image-classification",
+    "retrieval": "image-text-retrieval",
+    "segmentation": "zero-shot-image-segmentation",
+    "linear_probe": "few-shot-linear-probe",
+}
+
+
+def class_names_of(dataset, label_column: str) -> list[str] | None:
+    """The names of a `ClassLabel` column, if it is one."""
+    feature = (dataset.features or {}).get(label_column)
+    return list(feature.names) if hasattr(feature, "names") else None
+
+
+def evaluate(
+    model, processor, dataset, tasks=tuple(TASKS), class_names: list[str] | None = None, dataset_name: str = "dataset",
+    split: str | None = None, image_column="image", text_column="text", label_column="label", mask_column="mask",
+    templates=DEFAULT_TEMPLATES, method: str = "value", ignore_index: int | None = None, mask_offset: int = 0,
+    probe_dataset=None, shots: int = 10, batch_size: int = 64,
+) -> dict:
+    """Run the chosen `tasks` on `dataset` and return `{"results": [results_entry, ...]}` (the model-card format).
+
+    `class_names` default to the label column's `ClassLabel` names; the linear probe trains on
+    `probe_dataset` (e.g. the train split) and tests on `dataset`.
+    """
+    unknown = set(tasks) - set(TASKS)
+    if unknown:
+        raise ValueError(f"Unknown tasks {sorted(unknown)}; choose from {list(TASKS)}.")
+    class_names = class_names or class_names_of(dataset, label_column)
+    if class_names is None and {"classification", "segmentation"} & set(tasks):
+        raise ValueError(f"Pass class_names: the column {label_column!r} is not a ClassLabel with names.")
+    model.eval()
+    results = []
+    for task in tasks:
+        if task == "classification":
+            metrics = evaluate_zero_shot_classification(model, processor, dataset, class_names, image_column, label_column, templates, batch_size)
+        elif task == "retrieval":
+            metrics = evaluate_retrieval(model, processor, dataset, image_column, text_column, batch_size)
+        elif task == "segmentation":
+            metrics = evaluate_segmentation(
+                model, processor, dataset, class_names, image_column, mask_column, templates, method, ignore_index, mask_offset
+            )
+        else:
+            if probe_dataset is None:
+                raise ValueError("The linear probe needs probe_dataset (the images it trains on).")
+            metrics = evaluate_linear_probe(model, processor, probe_dataset, dataset, shots, image_column, label_column, batch_size=batch_size)
+        results.append(results_entry(TASKS[task], dataset_name, metrics, split=split))
+    return {"results": results}

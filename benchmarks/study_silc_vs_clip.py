@@ -1,0 +1,107 @@
+"""Study: CLIP-only (distillation off) vs SILC (distillation on), same data, steps and batch, several seeds, on the
+package's captioned scenes. Prints a Markdown table (mean ± std) and writes every run's numbers as JSON.
+
+    python benchmarks/study_silc_vs_clip.py --output-dir outputs/study --seeds 0 1 2 --max-steps 600
+    python benchmarks/study_silc_vs_clip.py --variant "silc-l0.5=distill_weight=0.5" --variant "silc-m0.999=teacher_momentum=0.999"
+
+Each run is `python -m silc_hf.demo`'s recipe (`silc_hf.demo.DEMO_MODEL` / `DEMO_TRAINING`); a variant
+overrides `SilcTrainingArguments` fields (`name=field=value,field=value`). Metrics on the test split:
+zero-shot top-1 (5 shape classes, prompt ensemble), image->text and text->image R@1, and zero-shot
+segmentation mIoU on the objects' pixels with the value-path and the plain dense features.
+"""
+
+import argparse
+import json
+import os
+import statistics
+
+from silc_hf.data import load_image_text_dataset
+from silc_hf.demo import DATA_SIZES, TEMPLATES, train
+from silc_hf.evaluation import evaluate_segmentation, evaluate_zero_shot_classification, evaluate_retrieval
+from silc_hf.synthetic import SHAPES, export
+
+COLUMNS = {
+    "top-1": ("classification", "top1_accuracy"),
+    "I→T R@1": ("retrieval", "image_to_text_R@1"),
+    "T→I R@1": ("retrieval", "text_to_image_R@1"),
+    "mIoU (value)": ("segmentation_value", "mIoU"),
+    "mIoU (plain)": ("segmentation_plain", "mIoU"),
+}
+
+
+def parse_variant(text: str) -> tuple[str, dict]:
+    name, _, settings = text.partition("=")
+    overrides = {}
+    for item in filter(None, settings.split(",")):
+        key, _, value = item.partition("=")
+        overrides[key] = float(value) if any(c in value for c in ".e") else int(value)
+    return name, overrides
+
+
+def run(name: str, overrides: dict, seed: int, data_dir: str, output_dir: str, max_steps: int) -> dict:
+    folder = os.path.join(output_dir, f"{name}-seed{seed}")
+    result_file = os.path.join(folder, "study.json")
+    if os.path.exists(result_file):  # resumable: finished runs are read back
+        with open(result_file) as file:
+            return json.load(file)
+    distill_weight = overrides.pop("distill_weight", 0.0 if name.startswith("clip") else 1.0)
+    trainer = train(folder, data_dir, max_steps, distill_weight, seed, **overrides)
+    model, processor = trainer.pretraining_model.student.eval(), trainer.processing_class
+    test = load_image_text_dataset(os.path.join(data_dir, "test"))
+    metrics = {
+        "classification": evaluate_zero_shot_classification(model, processor, test, list(SHAPES), templates=TEMPLATES),
+        "retrieval": evaluate_retrieval(model, processor, test),
+    }
+    for method in ("value", "plain"):
+        segmentation = evaluate_segmentation(
+            model, processor, test, list(SHAPES), templates=TEMPLATES, method=method, ignore_index=0, mask_offset=1
+        )
+        metrics[f"segmentation_{method}"] = {k: v for k, v in segmentation.items() if k != "per_class_IoU"}
+    final = [e for e in trainer.state.log_history if "contrastive_loss" in e][-1]
+    record = {"name": name, "seed": seed, "distill_weight": distill_weight, "overrides": overrides, "metrics": metrics,
+              "final_contrastive_loss": final["contrastive_loss"], "final_distillation_loss": final.get("distillation_loss"),
+              "train_runtime_s": [e for e in trainer.state.log_history if "train_runtime" in e][-1]["train_runtime"]}
+    with open(result_file, "w") as file:
+        json.dump(record, file, indent=2)
+    return record
+
+
+def table(records: list[dict]) -> str:
+    names = list(dict.fromkeys(r["name"] for r in records))
+    lines = ["| run | seeds | " + " | ".join(COLUMNS) + " | train s |", "|---" * (len(COLUMNS) + 3) + "|"]
+    for name in names:
+        runs = [r for r in records if r["name"] == name]
+        cells = []
+        for task, metric in COLUMNS.values():
+            values = [100 * r["metrics"][task][metric] for r in runs]
+            spread = statistics.stdev(values) if len(values) > 1 else 0.0
+            cells.append(f"{statistics.mean(values):.1f} ± {spread:.1f}")
+        seconds = statistics.mean(r["train_runtime_s"] for r in runs)
+        lines.append(f"| {name} | {len(runs)} | " + " | ".join(cells) + f" | {seconds:.0f} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--output-dir", default="outputs/study")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--max-steps", type=int, default=600)
+    parser.add_argument("--variant", action="append", default=[], help="name=field=value,... (default: clip and silc)")
+    args = parser.parse_args(argv)
+    data_dir = os.path.join(args.output_dir, "data")
+    if not os.path.exists(os.path.join(data_dir, "test", "metadata.jsonl")):
+        export(data_dir, DATA_SIZES, seed=0, image_size=64)
+    variants = [parse_variant(v) for v in args.variant] or [("clip", {}), ("silc", {})]
+    records = []
+    for name, overrides in variants:
+        for seed in args.seeds:
+            records.append(run(name, dict(overrides), seed, data_dir, args.output_dir, args.max_steps))
+            print(f"finished {name} seed {seed}", flush=True)
+    with open(os.path.join(args.output_dir, "study.json"), "w") as file:
+        json.dump(records, file, indent=2)
+    print(f"\nCaptioned scenes, {args.max_steps} steps x batch {64}, test split ({DATA_SIZES['test']} images); numbers in %\n")
+    print(table(records))
+
+
+if __name__ == "__main__":
+    main()

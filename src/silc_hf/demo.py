@@ -1,0 +1,166 @@
+"""The main job: generate the captioned-scenes dataset, train a small SILC model on the CPU, evaluate it, and
+write the model folder, a metrics JSON, a training-curve plot and a segmentation gallery.
+
+    python -m silc_hf.demo [--output-dir outputs/demo] [--max-steps 600] [--distill-weight 1.0] [--seed 0]
+
+Everything runs through the public pieces (`silc_hf.synthetic`, `silc_hf.factory`, `SilcTrainer`,
+`silc_hf.evaluation`, the zero-shot segmentation pipeline), so it doubles as an end-to-end example.
+"""
+
+import argparse
+import json
+import os
+import time
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+
+from .data import SilcDataArguments
+from .evaluation import evaluate
+from .factory import SilcModelArguments, run_training
+from .model_card import write_model_card
+from .segmentation import zero_shot_segmentation
+from .synthetic import SHAPES, export
+from .trainer import SilcTrainingArguments
+
+# The small model and recipe of the demo (and of benchmarks/study_silc_vs_clip.py).
+DEMO_MODEL = {
+    "loss_type": "softmax",
+    "vision_config": {"hidden_size": 96, "intermediate_size": 384, "num_hidden_layers": 4, "num_attention_heads": 4,
+                      "image_size": 64, "patch_size": 8, "pooling_type": "map"},
+    "text_config": {"hidden_size": 96, "intermediate_size": 384, "num_hidden_layers": 2, "num_attention_heads": 4,
+                    "max_position_embeddings": 32, "projection_dim": 96, "pooling_type": "eos", "causal_attention": True,
+                    "use_padding_mask": True, "fixed_length_padding": False},
+}
+DEMO_TRAINING = dict(
+    per_device_train_batch_size=64, learning_rate=1e-3, weight_decay=0.05, warmup_steps=50, lr_scheduler_type="cosine",
+    logging_steps=20, save_strategy="no", report_to="none", dataloader_num_workers=0, dataloader_pin_memory=False,
+    num_local_crops=4, local_crop_size=32, head_num_prototypes=1024, head_hidden_dim=256, head_bottleneck_dim=64,
+    teacher_momentum=0.996, head_freeze_prototypes_steps=100_000, use_cpu=True,
+)
+DATA_SIZES = {"train": 4000, "validation": 200, "test": 300}
+TEMPLATES = ("a {}", "a photo of a {}", "a picture of a {}")
+PALETTE = np.array([[40, 40, 40], [230, 25, 75], [60, 180, 75], [0, 130, 200], [245, 130, 48], [145, 30, 180]], dtype=np.uint8)
+
+
+def train(output_dir: str, data_dir: str, max_steps: int, distill_weight: float, seed: int, **overrides):
+    """Train the demo model on `data_dir/train`; returns the trainer (model exported to `output_dir`)."""
+    args = SilcTrainingArguments(
+        output_dir=output_dir, max_steps=max_steps, distill_weight=distill_weight, seed=seed, **{**DEMO_TRAINING, **overrides}
+    )
+    model_args = SilcModelArguments(train_tokenizer=True, tokenizer_vocab_size=512)
+    data_args = SilcDataArguments(train_data=os.path.join(data_dir, "train"))
+    return run_training(model_args, data_args, args, inline_config=DEMO_MODEL)
+
+
+def run_evaluation(model, processor, data_dir: str) -> dict:
+    """Zero-shot classification, retrieval, segmentation (foreground pixels) and a 10-shot probe on the test split."""
+    from .data import load_image_text_dataset
+
+    test = load_image_text_dataset(os.path.join(data_dir, "test"))
+    train = load_image_text_dataset(os.path.join(data_dir, "train"))
+    return evaluate(
+        model, processor, test, tasks=("classification", "retrieval", "segmentation", "linear_probe"),
+        class_names=list(SHAPES), dataset_name="captioned-scenes", split="test", templates=TEMPLATES,
+        ignore_index=0, mask_offset=1, probe_dataset=train,
+    )
+
+
+def plot_curves(log_history: list[dict], path: str) -> None:
+    """Training curves (total, contrastive and distillation loss against step), drawn with Pillow."""
+    series = {name: [(e["step"], e[name]) for e in log_history if name in e] for name in ("loss", "contrastive_loss", "distillation_loss")}
+    series = {k: v for k, v in series.items() if v}
+    width, height, margin = 640, 360, 50
+    image = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(image)
+    points = [p for values in series.values() for p in values]
+    if not points:
+        image.save(path)
+        return
+    max_step = max(p[0] for p in points)
+    low, high = min(p[1] for p in points), max(p[1] for p in points)
+    scale = lambda s, v: (margin + (width - 2 * margin) * s / max(max_step, 1), height - margin - (height - 2 * margin) * (v - low) / max(high - low, 1e-9))  # noqa: E731
+    draw.rectangle((margin, margin, width - margin, height - margin), outline="black")
+    for value in np.linspace(low, high, 5):
+        _, y = scale(0, value)
+        draw.text((5, y - 6), f"{value:.2f}", fill="black")
+    draw.text((width // 2 - 20, height - 30), f"step (0-{max_step})", fill="black")
+    colours = {"loss": "black", "contrastive_loss": (0, 90, 200), "distillation_loss": (220, 60, 30)}
+    for row, (name, values) in enumerate(series.items()):
+        draw.line([scale(s, v) for s, v in values], fill=colours[name], width=2)
+        draw.text((width - margin - 150, margin + 8 + 14 * row), name, fill=colours[name])
+    image.save(path)
+
+
+def segmentation_gallery(model, processor, data_dir: str, path: str, count: int = 6, scale: int = 3) -> None:
+    """Test images next to their ground-truth masks and zero-shot segmentations (colours: background dark,
+    then one per shape)."""
+    from .data import load_image_text_dataset
+
+    test = load_image_text_dataset(os.path.join(data_dir, "test"))
+    tiles = []
+    for row in range(count):
+        example = test[row]
+        image = example["image"].convert("RGB")
+        result = zero_shot_segmentation(model, processor, image, list(SHAPES), templates=TEMPLATES)
+        truth = np.asarray(example["mask"])
+        predicted = np.where(truth > 0, result.labels.numpy() + 1, 0)  # shown on the objects' pixels
+        panels = [image, Image.fromarray(PALETTE[truth]), Image.fromarray(PALETTE[predicted])]
+        tiles.append([p.resize((p.width * scale, p.height * scale), Image.Resampling.NEAREST) for p in panels])
+    tile_w, tile_h = tiles[0][0].size
+    legend = 20
+    canvas = Image.new("RGB", (3 * tile_w, count * tile_h + legend), "white")
+    draw = ImageDraw.Draw(canvas)
+    for x, title in enumerate(("image", "ground truth", "zero-shot")):
+        draw.text((x * tile_w + 4, 4), title, fill="black")
+    for y, panels in enumerate(tiles):
+        for x, panel in enumerate(panels):
+            canvas.paste(panel, (x * tile_w, legend + y * tile_h))
+    for k, name in enumerate(SHAPES):
+        draw.text((4 + k * 60, canvas.height - 14), name, fill=tuple(int(c) for c in PALETTE[k + 1]))
+    canvas.save(path)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(prog="python -m silc_hf.demo", description=__doc__.splitlines()[0])
+    parser.add_argument("--output-dir", default="outputs/demo")
+    parser.add_argument("--max-steps", type=int, default=600)
+    parser.add_argument("--distill-weight", type=float, default=1.0, help="0 trains CLIP only")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--train-examples", type=int, default=DATA_SIZES["train"])
+    parser.add_argument("--test-examples", type=int, default=DATA_SIZES["test"])
+    args = parser.parse_args(argv)
+    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    start = time.time()
+    data_dir, model_dir = os.path.join(args.output_dir, "data"), os.path.join(args.output_dir, "model")
+
+    sizes = {**DATA_SIZES, "train": args.train_examples, "test": args.test_examples}
+    print(f"[1/4] generating captioned scenes {sizes} -> {data_dir}", flush=True)
+    if not os.path.exists(os.path.join(data_dir, "test", "metadata.jsonl")):
+        export(data_dir, sizes, seed=0, image_size=64)
+    print(f"[2/4] training SILC for {args.max_steps} steps on the CPU -> {model_dir}", flush=True)
+    trainer = train(model_dir, data_dir, args.max_steps, args.distill_weight, args.seed)
+    model, processor = trainer.pretraining_model.student.eval(), trainer.processing_class
+    print("[3/4] evaluating on the test split", flush=True)
+    results = run_evaluation(model, processor, data_dir)
+    results["model"] = model_dir
+    results["seconds"] = round(time.time() - start, 1)
+    with open(os.path.join(args.output_dir, "metrics.json"), "w") as file:
+        json.dump(results, file, indent=2)
+    print("[4/4] writing the plots and the model card", flush=True)
+    plot_curves(trainer.state.log_history, os.path.join(args.output_dir, "training_curve.png"))
+    segmentation_gallery(model, processor, data_dir, os.path.join(args.output_dir, "segmentation.png"))
+    write_model_card(
+        model_dir, model.config, model_name="silc-demo", results=results,
+        provenance=f"Trained from scratch by `python -m silc_hf.demo` ({args.max_steps} steps, seed {args.seed}) on the "
+        "package's generated captioned scenes.",
+    )
+    for entry in results["results"]:
+        print(f"  {entry['task']}: " + ", ".join(f"{k}={v:.3f}" for k, v in entry["metrics"].items()))
+    print(f"Done in {results['seconds']:.0f} s: {args.output_dir}/metrics.json, training_curve.png, segmentation.png, model/")
+    return results
+
+
+if __name__ == "__main__":
+    main()
