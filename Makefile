@@ -9,6 +9,10 @@ $(BIN)/.silc-installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e ".[test]"
+	# open_clip, only to check the open_clip converter against open_clip's own forward (its torchvision
+	# requirement is left out: torchvision does not run beside the CPU torch build)
+	$(BIN)/pip install -q --no-deps open_clip_torch==3.3.0
+	$(BIN)/pip install -q ftfy regex
 	touch $@
 
 # The test suite (CPU, float32).
