@@ -76,3 +76,15 @@ def test_silc_pipeline_scores_softmax_models_with_softmax(clip_folder, tmp_path)
         "zero-shot-image-classification", model=str(silc_folder), pipeline_class=SilcZeroShotImageClassificationPipeline
     )(image, candidate_labels=LABELS)
     assert silc == stock
+
+
+def test_silc_pipeline_truncates_labels_longer_than_the_text_tower(clip_folder, tmp_path):
+    silc_folder = tmp_path / "silc"
+    convert_hf("hf-clip", str(clip_folder), str(silc_folder))
+    long_label = " ".join(["red circle on green background"] * 5)  # > 16 tokens
+    image = random_image(8)
+    with pytest.raises(ValueError, match="tokenize with truncation=True"):
+        pipeline("zero-shot-image-classification", model=str(silc_folder))(image, candidate_labels=[long_label, "a dog"])
+    classifier = pipeline("zero-shot-image-classification", model=str(silc_folder), pipeline_class=SilcZeroShotImageClassificationPipeline)
+    scores = classifier(image, candidate_labels=[long_label, "a dog"])
+    assert sum(r["score"] for r in scores) == pytest.approx(1.0)

@@ -83,3 +83,30 @@ def test_bad_samples_are_skipped_and_logged_and_strict_mode_names_them(tmp_path)
     assert all(torch.isfinite(torch.tensor(e["loss"])) for e in logs if "loss" in e)
     with pytest.raises(BadSampleError, match=r"Bad sample .*(broken|empty|tiny|nocaption)\.png"):
         _run(tmp_path / "data", tmp_path / "strict", "--max_steps", "4", "--per_device_train_batch_size", "16", "--strict", "true")
+
+
+def test_yaml_config_is_read_like_json(tmp_path):
+    import yaml
+
+    config = json.loads((ROOT / "training/configs/tiny.json").read_text())
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump({**config, "max_steps": 9}))
+    model_args, data_args, args, inline = _script().parse_args(["--config", str(path), "--output_dir", str(tmp_path)])
+    assert args.max_steps == 9 and data_args.train_data == "synthetic:train:2000" and inline == config["model_config"]
+
+
+def test_silc_fine_tuning_starts_from_an_hf_clip_checkpoint(tmp_path, clip_folder):
+    write_caption_folder(tmp_path / "data", n=16, seed=4)
+    trainer = _run(
+        tmp_path / "data", tmp_path / "ft", "--init_from", str(clip_folder), "--distill_start_step", "0", "--max_steps", "2",
+        "--per_device_train_batch_size", "8", "--logging_steps", "1", "--local_crop_size", "16",
+    )
+    logs = [e for e in trainer.state.log_history if "distillation_loss" in e]
+    assert len(logs) == 2
+    model = AutoModel.from_pretrained(tmp_path / "ft")
+    assert model.config.vision_config.pooling_type == "cls" and model.config.loss_type == "softmax"
+    from transformers import CLIPModel
+
+    clip = CLIPModel.from_pretrained(clip_folder)
+    assert model.config.text_config.vocab_size == clip.config.text_config.vocab_size
+    assert not torch.equal(model.vision_model.projection.weight, clip.visual_projection.weight)  # it trained
