@@ -44,3 +44,28 @@ def test_ddp_and_fsdp_train_identically(tmp_path):
     assert ddp_weights.keys() == fsdp_weights.keys()
     for key in ddp_weights:
         assert (ddp_weights[key] - fsdp_weights[key]).abs().max().item() <= 1e-5, key
+
+
+def test_ddp_on_rank_split_streaming_data_equals_one_process_on_the_global_batch(tmp_path):
+    """One webdataset shard streamed to 2 ranks is split example by example (rank r reads r, r+2, ...), so
+    2 ranks x 8 see the same 16 examples per step as one process x 16; crops are seeded by the example key,
+    and the distributed loss equals the global-batch loss: the runs must agree."""
+    from silc_hf.synthetic import export
+
+    export(str(tmp_path / "wds"), {"train": 64}, seed=0, image_size=32, fmt="webdataset", shard_size=1000)
+    data = ["--streaming", "true", "--image_column", "png", "--text_column", "txt", "--eval_data", ""]
+    ddp_logs, ddp_weights = _torchrun(tmp_path / "wds" / "train", tmp_path / "ddp", *data)
+    single = subprocess.run(
+        [sys.executable, str(ROOT / "training/train_silc.py"), "--config", str(ROOT / "training/configs/tiny.json"),
+         "--train_data", str(tmp_path / "wds" / "train"), "--output_dir", str(tmp_path / "single"), "--use_cpu", "true",
+         "--max_steps", "4", "--per_device_train_batch_size", "16", "--logging_steps", "1", "--save_steps", "100", *data],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert single.returncode == 0, single.stderr[-4000:]
+    single_logs = [e for e in json.loads((tmp_path / "single" / "trainer_state.json").read_text())["log_history"] if "loss" in e]
+    single_weights = load_file(str(tmp_path / "single" / "model.safetensors"))
+    for ddp, one in zip(ddp_logs, single_logs, strict=True):
+        for key in ("loss", "contrastive_loss", "distillation_loss"):
+            assert ddp[key] == pytest.approx(one[key], rel=1e-4), key
+    for key in single_weights:
+        assert (ddp_weights[key] - single_weights[key]).abs().max().item() <= 1e-4, key
