@@ -34,7 +34,13 @@ def parse_variant(text: str) -> tuple[str, dict]:
     overrides = {}
     for item in filter(None, settings.split(",")):
         key, _, value = item.partition("=")
-        overrides[key] = float(value) if any(c in value for c in ".e") else int(value)
+        try:
+            overrides[key] = int(value)
+        except ValueError:
+            try:
+                overrides[key] = float(value)
+            except ValueError:
+                overrides[key] = value
     return name, overrides
 
 

@@ -64,6 +64,20 @@ def test_constructed_features_give_the_known_mask_exactly():
     assert {s["label"] for s in segments} == {list(COLOURS)[i] for i in np.unique(grid)}
 
 
+def test_the_whole_image_is_segmented_even_with_a_center_cropping_processor():
+    """A CLIP-style processor center-crops for classification; segmentation must still label every pixel."""
+    from transformers import CLIPImageProcessorPil
+
+    model, processor = _double()
+    processor.image_processor = CLIPImageProcessorPil(
+        size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}, image_mean=[0.5] * 3, image_std=[0.5] * 3
+    )
+    grid = np.array([[0, 1, 2, 1]]).repeat(2, axis=0)  # 64 x 32 px: four 16 px column bands
+    image = _block_image(grid, 16)
+    result = zero_shot_segmentation(model, processor, image, list(COLOURS), templates=("a {}",), sliding_window=False)
+    assert torch.equal(result.labels, torch.from_numpy(np.kron(grid, np.ones((16, 16), dtype=np.int64))))
+
+
 def test_sliding_window_on_a_3x_image_matches_resizing_where_the_content_allows():
     model, processor = _double()
     grid = np.array([[0, 1, 2], [2, 0, 1], [1, 2, 0]])

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .segmentation import DEFAULT_TEMPLATES, _pixel_inputs, encode_class_names, logits_to_result, segment_pixels
+from .segmentation import DEFAULT_TEMPLATES, segmentation_inputs, encode_class_names, logits_to_result, segment_pixels
 
 # ------------------------------------------------------------------------------------------------ metrics
 
@@ -174,7 +174,7 @@ def evaluate_segmentation(
     confusion = torch.zeros(len(class_names), len(class_names) + 1, dtype=torch.long)
     for row in tqdm(range(len(dataset)), desc="segmentation", leave=False):
         example = dataset[row]
-        resized, full = _pixel_inputs(processor.image_processor, example[image_column], size)
+        resized, full = segmentation_inputs(processor.image_processor, example[image_column], size)
         logits = segment_pixels(model, resized, full, text_embeds, method, sliding_window)
         result = logits_to_result(logits, class_names, model.config.loss_type, background_threshold)
         mask = torch.from_numpy(np.asarray(example[mask_column]).astype(np.int64))

@@ -109,13 +109,13 @@ def logits_to_result(logits: torch.Tensor, class_names: list[str], loss_type: st
     return SegmentationResult(labels=labels, scores=scores, class_names=list(class_names))
 
 
-def _pixel_inputs(image_processor, image: Image.Image, size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The image resized to the model input, and the image normalised at its own size."""
+def segmentation_inputs(image_processor, image: Image.Image, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The whole image squashed to the model input `(1, 3, S, S)` (never center-cropped: every pixel needs a
+    label), and the image normalised at its own size `(1, 3, H, W)`."""
     image = image.convert("RGB")
-    resized = image_processor(images=image, return_tensors="pt")["pixel_values"]
-    if tuple(resized.shape[-2:]) != (size, size):  # e.g. a CLIP processor's center crop: resize whole image instead
-        resized = image_processor(images=image.resize((size, size), Image.Resampling.BICUBIC), return_tensors="pt", do_resize=False, do_center_crop=False)["pixel_values"]
-    full = image_processor(images=image, return_tensors="pt", do_resize=False, do_center_crop=False)["pixel_values"]
+    no_resize = dict(return_tensors="pt", do_resize=False, do_center_crop=False)
+    resized = image_processor(images=image.resize((size, size), Image.Resampling.BICUBIC), **no_resize)["pixel_values"]
+    full = image_processor(images=image, **no_resize)["pixel_values"]
     return resized, full
 
 
@@ -133,7 +133,7 @@ def zero_shot_segmentation(
     """Segment `image` into `class_names` with a `SilcModel` and its `SilcProcessor` (see the module doc)."""
     size = model.config.vision_config.image_size
     text_embeds = encode_class_names(model, processor.tokenizer, class_names, templates)
-    resized, full = _pixel_inputs(processor.image_processor, image, size)
+    resized, full = segmentation_inputs(processor.image_processor, image, size)
     logits = segment_pixels(model, resized, full, text_embeds, method, sliding_window)
     return logits_to_result(logits, class_names, model.config.loss_type, background_threshold)
 
@@ -194,7 +194,7 @@ class SilcZeroShotImageSegmentationPipeline(Pipeline):
         from transformers.image_utils import load_image
 
         image = load_image(image, timeout=timeout)
-        resized, full = _pixel_inputs(self.image_processor, image, self.model.config.vision_config.image_size)
+        resized, full = segmentation_inputs(self.image_processor, image, self.model.config.vision_config.image_size)
         return {"resized": resized, "full": full, "candidate_labels": list(candidate_labels), "templates": tuple(templates)}
 
     def _forward(self, inputs, method="value", sliding_window=True):
