@@ -47,7 +47,13 @@ def predicted_ratio(config: SilcConfig, num_local: int, local_size: int, head_pa
     text_step = 3 * tower_flops(text, text.max_position_embeddings)
     head_fwd = 2 * head_params
     clip = 3 * image_fwd + text_step
-    silc = 3 * (2 * image_fwd + num_local * local_fwd) + 2 * image_fwd + text_step + (2 + num_local) * 3 * head_fwd + 2 * head_fwd
+    silc = (
+        3 * (2 * image_fwd + num_local * local_fwd)
+        + 2 * image_fwd
+        + text_step
+        + (2 + num_local) * 3 * head_fwd
+        + 2 * head_fwd
+    )
     return silc / clip
 
 
@@ -96,12 +102,21 @@ def main() -> None:
     batch_inputs = {
         "global_views": torch.stack([s["global_views"] for s in samples]).to(device),
         "local_views": torch.stack([s["local_views"] for s in samples]).to(device),
-        "global_augment": {k: torch.stack([s["global_augment"][k] for s in samples]).to(device) for k in samples[0]["global_augment"]},
-        "local_augment": {k: torch.stack([s["local_augment"][k] for s in samples]).to(device) for k in samples[0]["local_augment"]},
+        "global_augment": {
+            k: torch.stack([s["global_augment"][k] for s in samples]).to(device) for k in samples[0]["global_augment"]
+        },
+        "local_augment": {
+            k: torch.stack([s["local_augment"][k] for s in samples]).to(device) for k in samples[0]["local_augment"]
+        },
         "input_ids": torch.randint(2, 1000, (batch, config.text_config.max_position_embeddings), device=device),
     }
-    one_view = dict(batch_inputs, global_views=batch_inputs["global_views"][:, :1],
-                    global_augment={k: v[:, :1] for k, v in batch_inputs["global_augment"].items()}, local_views=None, local_augment=None)
+    one_view = dict(
+        batch_inputs,
+        global_views=batch_inputs["global_views"][:, :1],
+        global_augment={k: v[:, :1] for k, v in batch_inputs["global_augment"].items()},
+        local_views=None,
+        local_augment=None,
+    )
 
     def step(inputs, distill_weight):
         with autocast:
@@ -117,9 +132,17 @@ def main() -> None:
     ema_time = timed(lambda: wrapper.update_teacher(0.999), args.steps * 3, device)
     flat = batch_inputs["local_views"].flatten(0, 1)
     flat_augment = {k: v.flatten(0, 1) for k, v in batch_inputs["local_augment"].items()}
-    photometric_time = timed(lambda: apply_photometric(flat, flat_augment, [0.5] * 3, [0.5] * 3), args.steps, device) + timed(
-        lambda: apply_photometric(batch_inputs["global_views"].flatten(0, 1), {k: v.flatten(0, 1) for k, v in batch_inputs["global_augment"].items()}, [0.5] * 3, [0.5] * 3),
-        args.steps, device,
+    photometric_time = timed(
+        lambda: apply_photometric(flat, flat_augment, [0.5] * 3, [0.5] * 3), args.steps, device
+    ) + timed(
+        lambda: apply_photometric(
+            batch_inputs["global_views"].flatten(0, 1),
+            {k: v.flatten(0, 1) for k, v in batch_inputs["global_augment"].items()},
+            [0.5] * 3,
+            [0.5] * 3,
+        ),
+        args.steps,
+        device,
     )
 
     preparer = SamplePreparer(transform, min_image_size=1)
@@ -135,15 +158,26 @@ def main() -> None:
 
     head_params = sum(p.numel() for p in wrapper.student_head.parameters())
     results = {
-        "preset": args.preset, "device": device, "dtype": args.dtype, "batch_size": batch,
-        "num_local_crops": n_local, "local_crop_size": local, "image_size": size,
-        "clip_step_s": clip_time, "silc_step_s": silc_time, "measured_ratio": silc_time / clip_time,
+        "preset": args.preset,
+        "device": device,
+        "dtype": args.dtype,
+        "batch_size": batch,
+        "num_local_crops": n_local,
+        "local_crop_size": local,
+        "image_size": size,
+        "clip_step_s": clip_time,
+        "silc_step_s": silc_time,
+        "measured_ratio": silc_time / clip_time,
         "predicted_ratio_flops": predicted_ratio(config, n_local, local, head_params),
-        "ema_update_s": ema_time, "ema_share_of_silc_step": ema_time / silc_time,
-        "photometric_s": photometric_time, "photometric_share_of_silc_step": photometric_time / silc_time,
+        "ema_update_s": ema_time,
+        "ema_share_of_silc_step": ema_time / silc_time,
+        "photometric_s": photometric_time,
+        "photometric_share_of_silc_step": photometric_time / silc_time,
         "data_worker_cpu_ms_per_image": data_ms,
     }
-    print(f"\nSILC vs CLIP-only training step: {args.preset}, batch {batch}, {n_local} local crops of {local} px, {device}, {args.dtype}")
+    print(
+        f"\nSILC vs CLIP-only training step: {args.preset}, batch {batch}, {n_local} local crops of {local} px, {device}, {args.dtype}"
+    )
     print(f"{'quantity':<40}{'value':>14}")
     rows = [
         ("CLIP-only step (s)", f"{clip_time:.3f}"),

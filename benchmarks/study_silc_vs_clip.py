@@ -64,9 +64,16 @@ def run(name: str, overrides: dict, seed: int, data_dir: str, output_dir: str, m
         )
         metrics[f"segmentation_{method}"] = {k: v for k, v in segmentation.items() if k != "per_class_IoU"}
     final = [e for e in trainer.state.log_history if "contrastive_loss" in e][-1]
-    record = {"name": name, "seed": seed, "distill_weight": distill_weight, "overrides": overrides, "metrics": metrics,
-              "final_contrastive_loss": final["contrastive_loss"], "final_distillation_loss": final.get("distillation_loss"),
-              "train_runtime_s": [e for e in trainer.state.log_history if "train_runtime" in e][-1]["train_runtime"]}
+    record = {
+        "name": name,
+        "seed": seed,
+        "distill_weight": distill_weight,
+        "overrides": overrides,
+        "metrics": metrics,
+        "final_contrastive_loss": final["contrastive_loss"],
+        "final_distillation_loss": final.get("distillation_loss"),
+        "train_runtime_s": [e for e in trainer.state.log_history if "train_runtime" in e][-1]["train_runtime"],
+    }
     with open(result_file, "w") as file:
         json.dump(record, file, indent=2)
     return record
@@ -105,7 +112,9 @@ def main(argv: list[str] | None = None) -> None:
             print(f"finished {name} seed {seed}", flush=True)
     with open(os.path.join(args.output_dir, "study.json"), "w") as file:
         json.dump(records, file, indent=2)
-    print(f"\nCaptioned scenes, {args.max_steps} steps x batch {64}, test split ({DATA_SIZES['test']} images); numbers in %\n")
+    print(
+        f"\nCaptioned scenes, {args.max_steps} steps x batch {64}, test split ({DATA_SIZES['test']} images); numbers in %\n"
+    )
     print(table(records))
 
 

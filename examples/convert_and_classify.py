@@ -27,7 +27,9 @@ def make_random_clip(folder: Path) -> None:
     torch.manual_seed(0)
     tower = dict(hidden_size=192, intermediate_size=768, num_hidden_layers=4, num_attention_heads=3)
     config = CLIPConfig(
-        text_config=dict(tower, vocab_size=len(tokenizer), max_position_embeddings=32, eos_token_id=tokenizer.eos_token_id),
+        text_config=dict(
+            tower, vocab_size=len(tokenizer), max_position_embeddings=32, eos_token_id=tokenizer.eos_token_id
+        ),
         vision_config=dict(tower, image_size=64, patch_size=16),
         projection_dim=128,
     )

@@ -4,7 +4,15 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from transformers import CLIPConfig, CLIPImageProcessorPil, CLIPModel, CLIPProcessor, CLIPTokenizer, SiglipConfig, SiglipModel
+from transformers import (
+    CLIPConfig,
+    CLIPImageProcessorPil,
+    CLIPModel,
+    CLIPProcessor,
+    CLIPTokenizer,
+    SiglipConfig,
+    SiglipModel,
+)
 
 from silc_hf import SilcConfig
 from silc_hf.tokenization import train_clip_tokenizer
@@ -39,7 +47,12 @@ def tiny_clip_model(seed: int = 0, eos_token_id: int = 1) -> CLIPModel:
     vocab_size = len(clip_tokenizer().get_vocab())
     config = CLIPConfig(
         text_config=dict(
-            TOWER, vocab_size=vocab_size, max_position_embeddings=16, pad_token_id=1, bos_token_id=0, eos_token_id=eos_token_id
+            TOWER,
+            vocab_size=vocab_size,
+            max_position_embeddings=16,
+            pad_token_id=1,
+            bos_token_id=0,
+            eos_token_id=eos_token_id,
         ),
         vision_config=dict(TOWER, image_size=32, patch_size=8),
         projection_dim=24,
@@ -51,7 +64,9 @@ def tiny_siglip_model(seed: int = 0) -> SiglipModel:
     vocab_size = len(clip_tokenizer().get_vocab())
     torch.manual_seed(seed)
     config = SiglipConfig(
-        text_config=dict(TOWER, vocab_size=vocab_size, max_position_embeddings=16, pad_token_id=1, bos_token_id=None, eos_token_id=1),
+        text_config=dict(
+            TOWER, vocab_size=vocab_size, max_position_embeddings=16, pad_token_id=1, bos_token_id=None, eos_token_id=1
+        ),
         vision_config=dict(TOWER, image_size=32, patch_size=8),
     )
     model = SiglipModel(config).eval()

@@ -20,8 +20,19 @@ from conftest import random_image
 
 def _params(**overrides) -> dict:
     """One view's photometric parameters: the identity, except `overrides`."""
-    params = dict(flip=False, jitter=False, brightness=1.0, contrast=1.0, saturation=1.0, hue=0.0,
-                  jitter_order=np.arange(4), grayscale=False, blur=False, blur_sigma=1.0, solarize=False)
+    params = dict(
+        flip=False,
+        jitter=False,
+        brightness=1.0,
+        contrast=1.0,
+        saturation=1.0,
+        hue=0.0,
+        jitter_order=np.arange(4),
+        grayscale=False,
+        blur=False,
+        blur_sigma=1.0,
+        solarize=False,
+    )
     return {**params, **overrides}
 
 

@@ -6,15 +6,27 @@ from silc_hf import SilcConfig, SilcTextConfig, SilcVisionConfig
 @pytest.mark.parametrize(
     "make, message",
     [
-        (lambda: SilcVisionConfig(hidden_size=30, num_attention_heads=4), "hidden_size=30 is not divisible by num_attention_heads=4"),
+        (
+            lambda: SilcVisionConfig(hidden_size=30, num_attention_heads=4),
+            "hidden_size=30 is not divisible by num_attention_heads=4",
+        ),
         (lambda: SilcTextConfig(hidden_size=100, num_attention_heads=12), "hidden_size=100 is not divisible"),
-        (lambda: SilcVisionConfig(image_size=30, patch_size=8), "image_size=30 is not divisible by patch_size=8; use image_size=24 or 32"),
-        (lambda: SilcVisionConfig(pooling_type="avg"), "pooling_type='avg' is not supported; use one of ['cls', 'map', 'mean']"),
+        (
+            lambda: SilcVisionConfig(image_size=30, patch_size=8),
+            "image_size=30 is not divisible by patch_size=8; use image_size=24 or 32",
+        ),
+        (
+            lambda: SilcVisionConfig(pooling_type="avg"),
+            "pooling_type='avg' is not supported; use one of ['cls', 'map', 'mean']",
+        ),
         (lambda: SilcTextConfig(pooling_type="cls"), "pooling_type='cls' is not supported"),
         (lambda: SilcTextConfig(pooling_type="eos", eos_token_id=None), "pooling_type='eos' needs eos_token_id"),
         (lambda: SilcTextConfig(pad_token_id=None), "fixed_length_padding=True needs pad_token_id"),
         (lambda: SilcVisionConfig(hidden_act="swishy"), "hidden_act='swishy' is unknown"),
-        (lambda: SilcConfig(loss_type="hinge"), "loss_type='hinge' is not supported; use one of ['softmax', 'sigmoid']"),
+        (
+            lambda: SilcConfig(loss_type="hinge"),
+            "loss_type='hinge' is not supported; use one of ['softmax', 'sigmoid']",
+        ),
         (lambda: SilcConfig(vision_config=dict(projection_dim=512)), "image embedding size (512"),
         (lambda: SilcVisionConfig(num_hidden_layers=0), "num_hidden_layers=0 must be a positive integer"),
     ],

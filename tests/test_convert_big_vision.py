@@ -22,7 +22,9 @@ VARIANTS = {"siglip_map": ("last", 1), "clip_tok": ("first", 0), "siglip_map_sca
 
 def _convert(variant, **kwargs):
     pooling, pad = VARIANTS[variant]
-    return from_big_vision(str(FIXTURES / f"{variant}.params.npz"), text_pooling=pooling, pad_token_id=pad, **kwargs).eval()
+    return from_big_vision(
+        str(FIXTURES / f"{variant}.params.npz"), text_pooling=pooling, pad_token_id=pad, **kwargs
+    ).eval()
 
 
 def _close(actual: torch.Tensor, expected: np.ndarray, rtol=1e-4, atol=2e-5):
@@ -88,7 +90,10 @@ def test_a_deleted_key_fails_with_its_name(tmp_path):
 
 @pytest.mark.parametrize(
     "key",
-    ["img/Transformer/encoderblock_0/MlpBlock_0/Dense_0/kernel", "txt/Encoder_0/encoderblock_1/MultiHeadDotProductAttention_0/query/kernel"],
+    [
+        "img/Transformer/encoderblock_0/MlpBlock_0/Dense_0/kernel",
+        "txt/Encoder_0/encoderblock_1/MultiHeadDotProductAttention_0/query/kernel",
+    ],
 )
 def test_a_transposed_kernel_fails_with_its_name(tmp_path, key):
     def transpose(arrays):
@@ -121,7 +126,7 @@ def test_keys_with_and_without_params_prefix_and_scan_layout_give_the_same_model
     assert loop.state_dict().keys() == scan.state_dict().keys()
     assert all(torch.equal(loop.state_dict()[k], scan.state_dict()[k]) for k in loop.state_dict())
     assert set(load_npz(str(FIXTURES / "siglip_map.params.npz"))) == {
-        k[len("params/"):] for k in np.load(FIXTURES / "siglip_map.params.npz").files
+        k[len("params/") :] for k in np.load(FIXTURES / "siglip_map.params.npz").files
     }
 
 
@@ -139,8 +144,16 @@ def _sentencepiece_model(path):
     sentences = ["a photo of a cat", "a red bird", "blue square", "dog on grass", "the sky"] * 20
     buffer = io.BytesIO()
     spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(sentences), model_writer=buffer, vocab_size=60, model_type="unigram",
-        pad_id=0, eos_id=1, unk_id=2, bos_id=-1, hard_vocab_limit=False, minloglevel=2,
+        sentence_iterator=iter(sentences),
+        model_writer=buffer,
+        vocab_size=60,
+        model_type="unigram",
+        pad_id=0,
+        eos_id=1,
+        unk_id=2,
+        bos_id=-1,
+        hard_vocab_limit=False,
+        minloglevel=2,
     )
     path.write_bytes(buffer.getvalue())
     return path
@@ -151,7 +164,14 @@ def test_cli_writes_a_complete_folder_that_loads_with_and_without_the_package(tm
     out = tmp_path / "silc-tiny"
     convert_main(["big-vision", str(FIXTURES / "siglip_map.params.npz"), str(out), "--tokenizer", str(spiece)])
     names = {p.name for p in out.iterdir()}
-    assert {"config.json", "model.safetensors", "processor_config.json", "spiece.model", "README.md", "modeling_silc.py"} <= names
+    assert {
+        "config.json",
+        "model.safetensors",
+        "processor_config.json",
+        "spiece.model",
+        "README.md",
+        "modeling_silc.py",
+    } <= names
     model, processor = AutoModel.from_pretrained(out), AutoProcessor.from_pretrained(out)
     assert list(processor.image_processor.image_mean) == [0.5, 0.5, 0.5] and processor.fixed_text_length == 16
     reference = _convert("siglip_map")
@@ -179,12 +199,21 @@ def _front_matter(card: str):
 def test_model_card_has_the_given_numbers_and_no_others():
     from silc_hf import SilcConfig
 
-    results = {"results": [
-        {"task": "zero-shot-image-classification", "dataset": "scenes", "dataset_name": "Captioned scenes", "split": "test",
-         "metrics": {"top1_accuracy": 0.4375, "top5_accuracy": 0.9123}},
-        {"task": "zero-shot-image-segmentation", "dataset": "scenes", "split": "test", "metrics": {"miou": 0.3141}},
-    ]}
-    card = render_model_card(SilcConfig.silc_b16(), "silc-test", results=results, datasets=["mlfoundations/datacomp_1b"])
+    results = {
+        "results": [
+            {
+                "task": "zero-shot-image-classification",
+                "dataset": "scenes",
+                "dataset_name": "Captioned scenes",
+                "split": "test",
+                "metrics": {"top1_accuracy": 0.4375, "top5_accuracy": 0.9123},
+            },
+            {"task": "zero-shot-image-segmentation", "dataset": "scenes", "split": "test", "metrics": {"miou": 0.3141}},
+        ]
+    }
+    card = render_model_card(
+        SilcConfig.silc_b16(), "silc-test", results=results, datasets=["mlfoundations/datacomp_1b"]
+    )
     meta, body = _front_matter(card)
     assert meta["library_name"] == "transformers" and meta["pipeline_tag"] == "zero-shot-image-classification"
     assert meta["license"] == "apache-2.0" and meta["datasets"] == ["mlfoundations/datacomp_1b"]
@@ -200,7 +229,9 @@ def test_model_card_has_the_given_numbers_and_no_others():
     empty = render_model_card(SilcConfig.silc_b16(), "silc-b16")
     meta, body = _front_matter(empty)
     assert "model-index" not in meta
-    assert "Not evaluated" in body and not re.findall(r"\d+\.\d+", body.split("## Evaluation", 1)[1].split("## Provenance")[0])
+    assert "Not evaluated" in body and not re.findall(
+        r"\d+\.\d+", body.split("## Evaluation", 1)[1].split("## Provenance")[0]
+    )
 
 
 def test_shipped_silc_b16_card_claims_no_results():

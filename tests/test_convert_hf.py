@@ -45,9 +45,13 @@ def test_clip_conversion_reproduces_clip(attn_implementation, eos_token_id):
     _assert_close(actual.image_embeds, expected.image_embeds)
     _assert_close(actual.text_embeds, expected.text_embeds)
     with torch.no_grad():
-        _assert_close(converted.get_image_features(pixel_values).pooler_output, source.get_image_features(pixel_values).pooler_output)
         _assert_close(
-            converted.get_text_features(input_ids, mask).pooler_output, source.get_text_features(input_ids, mask).pooler_output
+            converted.get_image_features(pixel_values).pooler_output,
+            source.get_image_features(pixel_values).pooler_output,
+        )
+        _assert_close(
+            converted.get_text_features(input_ids, mask).pooler_output,
+            source.get_text_features(input_ids, mask).pooler_output,
         )
 
 

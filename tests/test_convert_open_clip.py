@@ -50,7 +50,13 @@ def _import_open_clip():
         return open_clip
     except ImportError:
         pass
-    names = ["torchvision", "torchvision.transforms", "torchvision.transforms.functional", "torchvision.ops", "torchvision.ops.misc"]
+    names = [
+        "torchvision",
+        "torchvision.transforms",
+        "torchvision.transforms.functional",
+        "torchvision.ops",
+        "torchvision.ops.misc",
+    ]
     modules = {name: _InertModule(name) for name in names}
     for name, module in modules.items():
         sys.modules[name] = module
@@ -96,8 +102,12 @@ def test_converted_open_clip_reproduces_open_clip(quick_gelu, pool_type):
     with torch.no_grad():
         image_features, text_features, scale = source(images, texts)[:3]
         out = converted(input_ids=texts, pixel_values=images)
-        torch.testing.assert_close(converted.get_image_features(images).image_embeds, source.encode_image(images), rtol=1e-5, atol=1e-5)
-        torch.testing.assert_close(converted.get_text_features(texts).text_embeds, source.encode_text(texts), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(
+            converted.get_image_features(images).image_embeds, source.encode_image(images), rtol=1e-5, atol=1e-5
+        )
+        torch.testing.assert_close(
+            converted.get_text_features(texts).text_embeds, source.encode_text(texts), rtol=1e-5, atol=1e-5
+        )
     torch.testing.assert_close(out.image_embeds, image_features, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(out.logits_per_image, image_features @ text_features.t() * scale, rtol=1e-5, atol=1e-5)
     assert len(report.consumed) == len(source.state_dict())
@@ -108,8 +118,12 @@ def test_checkpoint_wrappers_and_errors():
     wrapped = {"state_dict": {f"module.{k}": v for k, v in source.state_dict().items()}, "epoch": 3}
     converted = from_open_clip(wrapped, config)
     assert torch.equal(converted.vision_model.projection.weight, source.visual.proj.t())
-    with pytest.raises(ValueError, match="open_clip vision_cfg.attentional_pool=True builds a tower SILC does not reproduce"):
-        from_open_clip(source.state_dict(), {**config, "vision_cfg": {**config["vision_cfg"], "attentional_pool": True}})
+    with pytest.raises(
+        ValueError, match="open_clip vision_cfg.attentional_pool=True builds a tower SILC does not reproduce"
+    ):
+        from_open_clip(
+            source.state_dict(), {**config, "vision_cfg": {**config["vision_cfg"], "attentional_pool": True}}
+        )
     broken = dict(source.state_dict())
     broken.pop("ln_final.weight")
     with pytest.raises(KeyError, match="ln_final.weight"):

@@ -72,7 +72,9 @@ def test_decompression_bombs_are_rejected_before_decoding():
     with pytest.raises(BadSampleError, match=r"decompression bomb \(Image size \(90250000 pixels\) exceeds limit"):
         _preparer()({"image": {"bytes": bomb_png(), "path": None}, "text": "a cat"}, np.random.default_rng(0))
     with pytest.raises(BadSampleError, match=r"decompression bomb: 48x48 pixels \(> max_image_pixels=1000\)"):
-        _preparer(max_image_pixels=1000)({"image": {"bytes": GOOD, "path": None}, "text": "a cat"}, np.random.default_rng(0))
+        _preparer(max_image_pixels=1000)(
+            {"image": {"bytes": GOOD, "path": None}, "text": "a cat"}, np.random.default_rng(0)
+        )
 
 
 def test_other_image_modes_become_correct_rgb():
@@ -137,12 +139,25 @@ def test_dataset_skips_and_counts_bad_samples_and_strict_mode_names_them(tmp_pat
     warnings = [r.getMessage() for r in caplog.records if "Skipping bad sample" in r.getMessage()]
     assert len(warnings) == bad
     warned = sorted(message.split()[3].rsplit("/", 1)[-1].rstrip(":") for message in warnings)
-    assert warned == sorted(name for name in (
-        "undecodable.png", "truncated.jpg", "empty.png", "tiny.png", "bomb.png", "no_caption.png", "empty_caption.png", "long_caption.png"
-    ))
+    assert warned == sorted(
+        name
+        for name in (
+            "undecodable.png",
+            "truncated.jpg",
+            "empty.png",
+            "tiny.png",
+            "bomb.png",
+            "no_caption.png",
+            "empty_caption.png",
+            "long_caption.png",
+        )
+    )
 
     strict = MultiCropDataset(raw, _preparer(), seed=0, strict=True)
-    with pytest.raises(BadSampleError, match=r"Bad sample \S+/(undecodable|truncated|empty|tiny|bomb|\w+_caption)\.\w+: .*\(strict mode"):
+    with pytest.raises(
+        BadSampleError,
+        match=r"Bad sample \S+/(undecodable|truncated|empty|tiny|bomb|\w+_caption)\.\w+: .*\(strict mode",
+    ):
         [strict[i] for i in range(len(strict))]
 
 
@@ -152,7 +167,10 @@ def _write_shards(folder, n_shards=2, per_shard=5):
         with tarfile.open(folder / f"{shard:05d}.tar", "w") as tar:
             for i in range(per_shard):
                 key = f"{shard:05d}_{i:03d}"
-                for suffix, data in (("jpg", _png(shape_image("red", "circle", i), "JPEG")), ("txt", f"a red circle {i}".encode())):
+                for suffix, data in (
+                    ("jpg", _png(shape_image("red", "circle", i), "JPEG")),
+                    ("txt", f"a red circle {i}".encode()),
+                ):
                     info = tarfile.TarInfo(f"{key}.{suffix}")
                     info.size = len(data)
                     tar.addfile(info, io.BytesIO(data))
@@ -173,7 +191,9 @@ def test_streaming_splits_by_rank(tmp_path):
     _write_shards(tmp_path / "shards", n_shards=4, per_shard=2)
     raw = load_image_text_dataset(str(tmp_path / "shards"), streaming=True)
     preparer = _preparer(image_column="jpg", text_column="txt")
-    per_rank = [[s["caption"] for s in StreamingMultiCropDataset(raw, preparer, rank=r, world_size=2)] for r in range(2)]
+    per_rank = [
+        [s["caption"] for s in StreamingMultiCropDataset(raw, preparer, rank=r, world_size=2)] for r in range(2)
+    ]
     assert len(per_rank[0]) == len(per_rank[1]) == 4  # 4 shards of 2: two shards per rank
     assert sorted(per_rank[0] + per_rank[1]) == sorted(f"a red circle {i}" for i in range(2) for _ in range(4))
     keys = [[s for s in StreamingMultiCropDataset(raw, preparer, rank=r, world_size=2)] for r in range(2)]

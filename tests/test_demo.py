@@ -9,10 +9,15 @@ from silc_hf.demo import main as demo_main
 
 
 def test_demo_writes_loadable_outputs(tmp_path):
-    results = demo_main(["--output-dir", str(tmp_path), "--max-steps", "3", "--train-examples", "64", "--test-examples", "8"])
+    results = demo_main(
+        ["--output-dir", str(tmp_path), "--max-steps", "3", "--train-examples", "64", "--test-examples", "8"]
+    )
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert [r["task"] for r in metrics["results"]] == [
-        "zero-shot-image-classification", "image-text-retrieval", "zero-shot-image-segmentation", "few-shot-linear-probe"
+        "zero-shot-image-classification",
+        "image-text-retrieval",
+        "zero-shot-image-segmentation",
+        "few-shot-linear-probe",
     ]
     assert metrics["results"] == results["results"]
     for name in ("training_curve.png", "segmentation.png"):
@@ -20,11 +25,15 @@ def test_demo_writes_loadable_outputs(tmp_path):
             assert image.width > 100 and image.height > 100
     model_dir = tmp_path / "model"
     model, processor = AutoModel.from_pretrained(model_dir), AutoProcessor.from_pretrained(model_dir)
-    assert model.config.vision_config.image_size == 64
+    assert model.config.vision_config.image_size == 64 and processor.tokenizer.model_max_length >= 32
     image = Image.open(tmp_path / "data" / "test" / "000000.png")
-    classified = pipeline("zero-shot-image-classification", model=str(model_dir))(image, candidate_labels=["circle", "star"], hypothesis_template="a {}")
+    classified = pipeline("zero-shot-image-classification", model=str(model_dir))(
+        image, candidate_labels=["circle", "star"], hypothesis_template="a {}"
+    )
     assert len(classified) == 2
-    segments = pipeline("zero-shot-image-segmentation", model=str(model_dir))(image, candidate_labels=["circle", "star"])
+    segments = pipeline("zero-shot-image-segmentation", model=str(model_dir))(
+        image, candidate_labels=["circle", "star"]
+    )
     assert {s["label"] for s in segments} <= {"circle", "star"}
     card = (model_dir / "README.md").read_text()
     assert "model-index" in card and f"{metrics['results'][0]['metrics']['top1_accuracy']}" in card

@@ -16,21 +16,48 @@ from safetensors.torch import load_file
 from conftest import write_caption_folder
 
 ROOT = Path(__file__).resolve().parents[1]
-FSDP = ["--fsdp", "full_shard auto_wrap", "--fsdp_config", json.dumps({"transformer_layer_cls_to_wrap": ["SilcEncoderLayer"], "version": 2})]
+FSDP = [
+    "--fsdp",
+    "full_shard auto_wrap",
+    "--fsdp_config",
+    json.dumps({"transformer_layer_cls_to_wrap": ["SilcEncoderLayer"], "version": 2}),
+]
 
 
 def _torchrun(data, output_dir, *extra):
     command = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-        str(ROOT / "training/train_silc.py"), "--config", str(ROOT / "training/configs/tiny.json"),
-        "--train_data", str(data), "--output_dir", str(output_dir), "--use_cpu", "true",
-        "--max_steps", "4", "--per_device_train_batch_size", "8", "--logging_steps", "1", "--save_steps", "100", *extra,
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        str(ROOT / "training/train_silc.py"),
+        "--config",
+        str(ROOT / "training/configs/tiny.json"),
+        "--train_data",
+        str(data),
+        "--output_dir",
+        str(output_dir),
+        "--use_cpu",
+        "true",
+        "--max_steps",
+        "4",
+        "--per_device_train_batch_size",
+        "8",
+        "--logging_steps",
+        "1",
+        "--save_steps",
+        "100",
+        *extra,
     ]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
     assert result.returncode == 0, result.stderr[-4000:]
     state = json.loads((Path(output_dir) / "trainer_state.json").read_text())
-    return [entry for entry in state["log_history"] if "loss" in entry], load_file(str(Path(output_dir) / "model.safetensors"))
+    return [entry for entry in state["log_history"] if "loss" in entry], load_file(
+        str(Path(output_dir) / "model.safetensors")
+    )
 
 
 def test_ddp_and_fsdp_train_identically(tmp_path):
@@ -56,13 +83,35 @@ def test_ddp_on_rank_split_streaming_data_equals_one_process_on_the_global_batch
     data = ["--streaming", "true", "--image_column", "png", "--text_column", "txt", "--eval_data", ""]
     ddp_logs, ddp_weights = _torchrun(tmp_path / "wds" / "train", tmp_path / "ddp", *data)
     single = subprocess.run(
-        [sys.executable, str(ROOT / "training/train_silc.py"), "--config", str(ROOT / "training/configs/tiny.json"),
-         "--train_data", str(tmp_path / "wds" / "train"), "--output_dir", str(tmp_path / "single"), "--use_cpu", "true",
-         "--max_steps", "4", "--per_device_train_batch_size", "16", "--logging_steps", "1", "--save_steps", "100", *data],
-        capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            str(ROOT / "training/train_silc.py"),
+            "--config",
+            str(ROOT / "training/configs/tiny.json"),
+            "--train_data",
+            str(tmp_path / "wds" / "train"),
+            "--output_dir",
+            str(tmp_path / "single"),
+            "--use_cpu",
+            "true",
+            "--max_steps",
+            "4",
+            "--per_device_train_batch_size",
+            "16",
+            "--logging_steps",
+            "1",
+            "--save_steps",
+            "100",
+            *data,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert single.returncode == 0, single.stderr[-4000:]
-    single_logs = [e for e in json.loads((tmp_path / "single" / "trainer_state.json").read_text())["log_history"] if "loss" in e]
+    single_logs = [
+        e for e in json.loads((tmp_path / "single" / "trainer_state.json").read_text())["log_history"] if "loss" in e
+    ]
     single_weights = load_file(str(tmp_path / "single" / "model.safetensors"))
     for ddp, one in zip(ddp_logs, single_logs, strict=True):
         for key in ("loss", "contrastive_loss", "distillation_loss"):

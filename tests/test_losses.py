@@ -51,9 +51,12 @@ def test_contrastive_losses_and_gradients_match_the_formulas(loss_type):
     def loss_fn(images, texts, log_scale, bias):
         return distributed_contrastive_loss(images, texts, log_scale, bias, loss_type)
 
-    inputs = (images.clone().requires_grad_(), texts.clone().requires_grad_(),
-              torch.tensor([log_scale], dtype=torch.float64, requires_grad=True),
-              torch.tensor([bias], dtype=torch.float64, requires_grad=True))
+    inputs = (
+        images.clone().requires_grad_(),
+        texts.clone().requires_grad_(),
+        torch.tensor([log_scale], dtype=torch.float64, requires_grad=True),
+        torch.tensor([bias], dtype=torch.float64, requires_grad=True),
+    )
     loss = loss_fn(*inputs)
     if loss_type == "softmax":
         expected = _reference_softmax(images, texts, log_scale)
@@ -136,7 +139,13 @@ def _rank_worker(rank, world_size, port, images, texts, teacher_out, results):
             for parameter in (scale, bias):
                 dist.all_reduce(parameter.grad)
                 parameter.grad /= world_size
-            out[loss_type] = (loss.item(), local_images.grad / world_size, local_texts.grad / world_size, scale.grad, bias.grad)
+            out[loss_type] = (
+                loss.item(),
+                local_images.grad / world_size,
+                local_texts.grad / world_size,
+                scale.grad,
+                bias.grad,
+            )
         center = DistillationLoss(teacher_out.shape[1]).double()
         center.update_center(teacher_out[rows])
         out["center"] = center.center.clone()
@@ -181,7 +190,9 @@ def test_sinkhorn_targets_balance_the_prototypes_and_keep_the_ranking():
     scores = torch.randn(8, 4, generator=generator, dtype=torch.float64) * 3
     targets = sinkhorn_knopp(scores, iterations=50)
     torch.testing.assert_close(targets.sum(dim=1), torch.ones(8, dtype=torch.float64))  # each sample a distribution
-    torch.testing.assert_close(targets.sum(dim=0), torch.full((4,), 2.0, dtype=torch.float64), atol=1e-6, rtol=0)  # equal mass
+    torch.testing.assert_close(
+        targets.sum(dim=0), torch.full((4,), 2.0, dtype=torch.float64), atol=1e-6, rtol=0
+    )  # equal mass
     # the result is diag(a) exp(scores) diag(b): log-ratios between two samples are the same for every prototype
     log_targets = targets.log()
     differences = log_targets[0] - log_targets[1] - (scores[0] - scores[1])

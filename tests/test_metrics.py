@@ -5,26 +5,41 @@ import math
 import pytest
 import torch
 
-from silc_hf.evaluation import confusion_matrix, linear_probe_accuracy, recall_at_k, results_entry, segmentation_metrics, topk_accuracy
+from silc_hf.evaluation import (
+    confusion_matrix,
+    linear_probe_accuracy,
+    recall_at_k,
+    results_entry,
+    segmentation_metrics,
+    topk_accuracy,
+)
 
 
 def test_topk_accuracy_by_hand_with_ties():
-    scores = torch.tensor([
-        [0.9, 0.1, 0.0],   # target 0: rank 0
-        [0.5, 0.5, 0.2],   # target 1: tied with class 0, which wins (lower index) -> rank 1
-        [0.5, 0.5, 0.2],   # target 0: wins the tie -> rank 0
-        [0.1, 0.2, 0.3],   # target 0: rank 2
-    ])
+    scores = torch.tensor(
+        [
+            [0.9, 0.1, 0.0],  # target 0: rank 0
+            [0.5, 0.5, 0.2],  # target 1: tied with class 0, which wins (lower index) -> rank 1
+            [0.5, 0.5, 0.2],  # target 0: wins the tie -> rank 0
+            [0.1, 0.2, 0.3],  # target 0: rank 2
+        ]
+    )
     targets = torch.tensor([0, 1, 0, 0])
-    assert topk_accuracy(scores, targets, ks=(1, 2, 3)) == {"top1_accuracy": 0.5, "top2_accuracy": 0.75, "top3_accuracy": 1.0}
+    assert topk_accuracy(scores, targets, ks=(1, 2, 3)) == {
+        "top1_accuracy": 0.5,
+        "top2_accuracy": 0.75,
+        "top3_accuracy": 1.0,
+    }
 
 
 def test_recall_at_k_by_hand_with_several_positives_and_ties():
-    similarity = torch.tensor([
-        [0.1, 0.9, 0.3, 0.3],   # positives {0, 2}: best is 2 at rank 1 (tied with 3, lower index wins)
-        [0.2, 0.1, 0.0, 0.5],   # positive {1}: rank 2
-        [0.7, 0.7, 0.7, 0.7],   # positive {3}: all tied -> rank 3
-    ])
+    similarity = torch.tensor(
+        [
+            [0.1, 0.9, 0.3, 0.3],  # positives {0, 2}: best is 2 at rank 1 (tied with 3, lower index wins)
+            [0.2, 0.1, 0.0, 0.5],  # positive {1}: rank 2
+            [0.7, 0.7, 0.7, 0.7],  # positive {3}: all tied -> rank 3
+        ]
+    )
     result = recall_at_k(similarity, [{0, 2}, {1}, {3}], ks=(1, 2, 3, 4))
     assert result == {"R@1": 0.0, "R@2": pytest.approx(1 / 3), "R@3": pytest.approx(2 / 3), "R@4": 1.0}
 
@@ -67,5 +82,13 @@ def test_linear_probe_separates_separable_features():
 
 
 def test_results_entry_keeps_numbers_only():
-    entry = results_entry("zero-shot-image-segmentation", "scenes", {"mIoU": 0.5, "per_class_IoU": [0.5, None]}, split="test")
-    assert entry == {"task": "zero-shot-image-segmentation", "dataset": "scenes", "dataset_name": "scenes", "metrics": {"mIoU": 0.5}, "split": "test"}
+    entry = results_entry(
+        "zero-shot-image-segmentation", "scenes", {"mIoU": 0.5, "per_class_IoU": [0.5, None]}, split="test"
+    )
+    assert entry == {
+        "task": "zero-shot-image-segmentation",
+        "dataset": "scenes",
+        "dataset_name": "scenes",
+        "metrics": {"mIoU": 0.5},
+        "split": "test",
+    }

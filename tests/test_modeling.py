@@ -26,7 +26,11 @@ def _batch(seed=0, images=2, texts=3, length=10):
     [
         {},
         dict(loss_type="softmax", vision_config=dict(pooling_type="cls", pre_layernorm=True)),
-        dict(text_config=dict(causal_attention=True, use_padding_mask=True, fixed_length_padding=False, pooling_type="eos")),
+        dict(
+            text_config=dict(
+                causal_attention=True, use_padding_mask=True, fixed_length_padding=False, pooling_type="eos"
+            )
+        ),
     ],
     ids=["map-last", "cls-softmax", "causal-eos"],
 )
@@ -96,14 +100,19 @@ def test_big_vision_style_tower_ignores_attention_mask_and_others_use_it():
 
 def test_too_long_text_raises_with_the_fix():
     model = _model()
-    with pytest.raises(ValueError, match="has 20 tokens but the text tower has max_position_embeddings=16; tokenize with truncation=True"):
+    with pytest.raises(
+        ValueError,
+        match="has 20 tokens but the text tower has max_position_embeddings=16; tokenize with truncation=True",
+    ):
         model(**_batch(length=20))
 
 
 def test_wrong_image_size_raises_unless_interpolating():
     model = _model()
     pixel_values = torch.randn(1, 3, 48, 64)
-    with pytest.raises(ValueError, match=r"Input image size \(48x64\) doesn't match the model \(32x32\).*interpolate_pos_encoding=True"):
+    with pytest.raises(
+        ValueError, match=r"Input image size \(48x64\) doesn't match the model \(32x32\).*interpolate_pos_encoding=True"
+    ):
         model.get_image_features(pixel_values)
     with torch.no_grad():
         out = model.get_image_features(pixel_values, interpolate_pos_encoding=True)

@@ -27,7 +27,9 @@ def sigmoid_folder(tmp_path):
     """A fixed-length (16 tokens), sigmoid-loss SILC folder."""
     torch.manual_seed(1)
     model = SilcModel(tiny_silc_config(loss_type="sigmoid", logit_bias_init_value=-1.0)).eval()
-    processor = SilcProcessor(SilcImageProcessor(size={"height": 32, "width": 32}), clip_tokenizer(), fixed_text_length=16)
+    processor = SilcProcessor(
+        SilcImageProcessor(size={"height": 32, "width": 32}), clip_tokenizer(), fixed_text_length=16
+    )
     model.save_pretrained(tmp_path)
     processor.save_pretrained(tmp_path)
     return tmp_path, model, processor
@@ -55,7 +57,9 @@ def test_silc_pipeline_scores_sigmoid_models_with_sigmoid(sigmoid_folder):
     folder, model, processor = sigmoid_folder
     image = random_image(5)
     logits = _reference_logits(model, processor, image)
-    classifier = pipeline("zero-shot-image-classification", model=str(folder), pipeline_class=SilcZeroShotImageClassificationPipeline)
+    classifier = pipeline(
+        "zero-shot-image-classification", model=str(folder), pipeline_class=SilcZeroShotImageClassificationPipeline
+    )
     result = classifier(image, candidate_labels=LABELS)
     scores = {r["label"]: r["score"] for r in result}
     assert [scores[label] for label in LABELS] == pytest.approx(logits.sigmoid().tolist(), rel=1e-5)
@@ -84,7 +88,11 @@ def test_silc_pipeline_truncates_labels_longer_than_the_text_tower(clip_folder, 
     long_label = " ".join(["red circle on green background"] * 5)  # > 16 tokens
     image = random_image(8)
     with pytest.raises(ValueError, match="tokenize with truncation=True"):
-        pipeline("zero-shot-image-classification", model=str(silc_folder))(image, candidate_labels=[long_label, "a dog"])
-    classifier = pipeline("zero-shot-image-classification", model=str(silc_folder), pipeline_class=SilcZeroShotImageClassificationPipeline)
+        pipeline("zero-shot-image-classification", model=str(silc_folder))(
+            image, candidate_labels=[long_label, "a dog"]
+        )
+    classifier = pipeline(
+        "zero-shot-image-classification", model=str(silc_folder), pipeline_class=SilcZeroShotImageClassificationPipeline
+    )
     scores = classifier(image, candidate_labels=[long_label, "a dog"])
     assert sum(r["score"] for r in scores) == pytest.approx(1.0)

@@ -50,7 +50,11 @@ def load_without_package(folder, image_path, workdir) -> dict:
     """Run CHILD in a fresh interpreter where `import silc_hf` fails; return what it printed."""
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(workdir / "modules"))
     result = subprocess.run(
-        [sys.executable, "-c", CHILD, str(folder), str(image_path)], capture_output=True, text=True, env=env, cwd=workdir
+        [sys.executable, "-c", CHILD, str(folder), str(image_path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=workdir,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
@@ -60,7 +64,9 @@ def test_folder_loads_without_the_package(tmp_path):
     folder = tmp_path / "silc"
     torch.manual_seed(0)
     model = SilcModel(tiny_silc_config(loss_type="softmax")).eval()
-    processor = SilcProcessor(SilcImageProcessor(size={"height": 32, "width": 32}), clip_tokenizer(), fixed_text_length=16)
+    processor = SilcProcessor(
+        SilcImageProcessor(size={"height": 32, "width": 32}), clip_tokenizer(), fixed_text_length=16
+    )
     model.save_pretrained(folder)
     processor.save_pretrained(folder)
     image = random_image(7)
@@ -76,6 +82,8 @@ def test_folder_loads_without_the_package(tmp_path):
     with torch.no_grad():
         expected = model(**inputs).logits_per_image
     torch.testing.assert_close(torch.tensor(child["logits_per_image"]), expected, rtol=0, atol=1e-6)
-    local = pipeline("zero-shot-image-classification", model=str(folder))(image, candidate_labels=LABELS, hypothesis_template="a {}")
+    local = pipeline("zero-shot-image-classification", model=str(folder))(
+        image, candidate_labels=LABELS, hypothesis_template="a {}"
+    )
     assert [r["label"] for r in child["pipeline"]] == [r["label"] for r in local]
     assert [r["score"] for r in child["pipeline"]] == [r["score"] for r in local]

@@ -1,7 +1,13 @@
 """save_pretrained -> from_pretrained round trips, through the Auto classes."""
 
 import torch
-from transformers import AutoImageProcessor, AutoModel, AutoModelForZeroShotImageClassification, AutoProcessor, AutoTokenizer
+from transformers import (
+    AutoImageProcessor,
+    AutoModel,
+    AutoModelForZeroShotImageClassification,
+    AutoProcessor,
+    AutoTokenizer,
+)
 
 from silc_hf import SilcImageProcessor, SilcModel, SilcProcessor
 
@@ -11,7 +17,9 @@ from conftest import clip_tokenizer, random_image, tiny_silc_config
 def _saved_model_and_processor(folder):
     torch.manual_seed(0)
     model = SilcModel(tiny_silc_config()).eval()
-    processor = SilcProcessor(SilcImageProcessor(size={"height": 32, "width": 32}), clip_tokenizer(), fixed_text_length=16)
+    processor = SilcProcessor(
+        SilcImageProcessor(size={"height": 32, "width": 32}), clip_tokenizer(), fixed_text_length=16
+    )
     model.save_pretrained(folder)
     processor.save_pretrained(folder)
     return model, processor
@@ -70,6 +78,10 @@ def test_saved_config_maps_every_auto_class_to_the_shipped_code(tmp_path):
         "AutoModel": "modeling_silc.SilcModel",
         "AutoModelForZeroShotImageClassification": "modeling_silc.SilcModel",
     }
-    assert {"configuration_silc.py", "modeling_silc.py", "losses.py", "processing_silc.py", "image_processing_silc.py"} <= {
-        p.name for p in tmp_path.glob("*.py")
-    }
+    assert {
+        "configuration_silc.py",
+        "modeling_silc.py",
+        "losses.py",
+        "processing_silc.py",
+        "image_processing_silc.py",
+    } <= {p.name for p in tmp_path.glob("*.py")}

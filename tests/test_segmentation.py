@@ -33,7 +33,9 @@ class ColourDouble(SilcModel):
 
 def _double():
     tokenizer = clip_tokenizer()
-    config = tiny_silc_config(loss_type="softmax", text_config=dict(pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id))
+    config = tiny_silc_config(
+        loss_type="softmax", text_config=dict(pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+    )
     model = ColourDouble(config).eval()
     model.colour_ids = {c: tokenizer.convert_tokens_to_ids(f"{c}</w>") for c in COLOURS}
     processor = SilcProcessor(SilcImageProcessor(size={"height": 32, "width": 32}), tokenizer, fixed_text_length=16)
@@ -55,7 +57,12 @@ def test_constructed_features_give_the_known_mask_exactly():
     expected = torch.from_numpy(np.kron(grid, np.ones((8, 8), dtype=np.int64)))
     assert torch.equal(result.labels, expected)
 
-    segmenter = pipeline("zero-shot-image-segmentation", model=model, tokenizer=processor.tokenizer, image_processor=processor.image_processor)
+    segmenter = pipeline(
+        "zero-shot-image-segmentation",
+        model=model,
+        tokenizer=processor.tokenizer,
+        image_processor=processor.image_processor,
+    )
     segments = segmenter(image, candidate_labels=list(COLOURS), hypothesis_template="a {}")
     for segment in segments:
         colour_index = list(COLOURS).index(segment["label"])
@@ -82,8 +89,12 @@ def test_sliding_window_on_a_3x_image_matches_resizing_where_the_content_allows(
     model, processor = _double()
     grid = np.array([[0, 1, 2], [2, 0, 1], [1, 2, 0]])
     image = _block_image(grid, 32)  # 96 x 96: three times the 32 px input
-    sliding = zero_shot_segmentation(model, processor, image, list(COLOURS), templates=("a {}",), sliding_window=True).labels
-    resized = zero_shot_segmentation(model, processor, image, list(COLOURS), templates=("a {}",), sliding_window=False).labels
+    sliding = zero_shot_segmentation(
+        model, processor, image, list(COLOURS), templates=("a {}",), sliding_window=True
+    ).labels
+    resized = zero_shot_segmentation(
+        model, processor, image, list(COLOURS), templates=("a {}",), sliding_window=False
+    ).labels
     assert sliding.shape == resized.shape == (96, 96)
     interior = np.zeros((96, 96), dtype=bool)  # at least 12 px from every block edge
     for i in range(3):
@@ -98,9 +109,16 @@ def test_sliding_window_on_a_3x_image_matches_resizing_where_the_content_allows(
 def test_background_threshold_marks_uncertain_pixels():
     model, processor = _double()
     grey = Image.new("RGB", (32, 32), (128, 128, 128))  # channels tie: every class equally likely (1/3)
-    result = zero_shot_segmentation(model, processor, grey, list(COLOURS), templates=("a {}",), background_threshold=0.5)
+    result = zero_shot_segmentation(
+        model, processor, grey, list(COLOURS), templates=("a {}",), background_threshold=0.5
+    )
     assert (result.labels == -1).all()
-    segmenter = pipeline("zero-shot-image-segmentation", model=model, tokenizer=processor.tokenizer, image_processor=processor.image_processor)
+    segmenter = pipeline(
+        "zero-shot-image-segmentation",
+        model=model,
+        tokenizer=processor.tokenizer,
+        image_processor=processor.image_processor,
+    )
     segments = segmenter(grey, candidate_labels=list(COLOURS), hypothesis_template="a {}", background_threshold=0.5)
     assert [(s["label"], s["score"]) for s in segments] == [("background", None)]
 
@@ -110,10 +128,15 @@ def test_background_threshold_marks_uncertain_pixels():
 def test_pipeline_runs_on_saved_models_and_its_masks_partition_the_image(tmp_path, pooling, loss_type, method):
     torch.manual_seed(0)
     tokenizer = clip_tokenizer()
-    config = tiny_silc_config(loss_type=loss_type, vision_config=dict(pooling_type=pooling),
-                              text_config=dict(pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id))
+    config = tiny_silc_config(
+        loss_type=loss_type,
+        vision_config=dict(pooling_type=pooling),
+        text_config=dict(pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id),
+    )
     SilcModel(config).save_pretrained(tmp_path)
-    SilcProcessor(SilcImageProcessor(size={"height": 32, "width": 32}), tokenizer, fixed_text_length=16).save_pretrained(tmp_path)
+    SilcProcessor(
+        SilcImageProcessor(size={"height": 32, "width": 32}), tokenizer, fixed_text_length=16
+    ).save_pretrained(tmp_path)
     segmenter = pipeline("zero-shot-image-segmentation", model=str(tmp_path))
     image = Image.fromarray(np.random.default_rng(1).integers(0, 256, (50, 70, 3), dtype=np.uint8))
     out = segmenter(image, candidate_labels=["cat", "dog", "bird"], method=method, return_label_map=True)

@@ -24,8 +24,17 @@ def _script():
 
 def _run(data, output_dir, *extra):
     return _script().main(
-        ["--config", str(ROOT / "training/configs/tiny.json"), "--train_data", str(data), "--output_dir", str(output_dir),
-         "--use_cpu", "true", *extra]
+        [
+            "--config",
+            str(ROOT / "training/configs/tiny.json"),
+            "--train_data",
+            str(data),
+            "--output_dir",
+            str(output_dir),
+            "--use_cpu",
+            "true",
+            *extra,
+        ]
     )
 
 
@@ -76,13 +85,31 @@ def _add_bad_samples(folder):
 def test_bad_samples_are_skipped_and_logged_and_strict_mode_names_them(tmp_path):
     write_caption_folder(tmp_path / "data", n=28, seed=2)
     _add_bad_samples(tmp_path / "data")
-    trainer = _run(tmp_path / "data", tmp_path / "run", "--max_steps", "4", "--per_device_train_batch_size", "16", "--logging_steps", "1")
+    trainer = _run(
+        tmp_path / "data",
+        tmp_path / "run",
+        "--max_steps",
+        "4",
+        "--per_device_train_batch_size",
+        "16",
+        "--logging_steps",
+        "1",
+    )
     assert trainer.state.global_step == 4
     logs = [entry for entry in trainer.state.log_history if "skipped_samples" in entry]
     assert logs[-1]["skipped_samples"] >= 4  # 32 samples, 4 bad, 64 drawn over 4 steps: each bad one seen
     assert all(torch.isfinite(torch.tensor(e["loss"])) for e in logs if "loss" in e)
     with pytest.raises(BadSampleError, match=r"Bad sample .*(broken|empty|tiny|nocaption)\.png"):
-        _run(tmp_path / "data", tmp_path / "strict", "--max_steps", "4", "--per_device_train_batch_size", "16", "--strict", "true")
+        _run(
+            tmp_path / "data",
+            tmp_path / "strict",
+            "--max_steps",
+            "4",
+            "--per_device_train_batch_size",
+            "16",
+            "--strict",
+            "true",
+        )
 
 
 def test_yaml_config_is_read_like_json(tmp_path):
@@ -98,8 +125,20 @@ def test_yaml_config_is_read_like_json(tmp_path):
 def test_silc_fine_tuning_starts_from_an_hf_clip_checkpoint(tmp_path, clip_folder):
     write_caption_folder(tmp_path / "data", n=16, seed=4)
     trainer = _run(
-        tmp_path / "data", tmp_path / "ft", "--init_from", str(clip_folder), "--distill_start_step", "0", "--max_steps", "2",
-        "--per_device_train_batch_size", "8", "--logging_steps", "1", "--local_crop_size", "16",
+        tmp_path / "data",
+        tmp_path / "ft",
+        "--init_from",
+        str(clip_folder),
+        "--distill_start_step",
+        "0",
+        "--max_steps",
+        "2",
+        "--per_device_train_batch_size",
+        "8",
+        "--logging_steps",
+        "1",
+        "--local_crop_size",
+        "16",
     )
     logs = [e for e in trainer.state.log_history if "distillation_loss" in e]
     assert len(logs) == 2

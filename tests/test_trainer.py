@@ -13,13 +13,25 @@ from silc_hf.trainer import SilcTrainer, SilcTrainingArguments
 
 from conftest import clip_tokenizer, tiny_silc_config, write_caption_folder
 
-TINY_HEAD = dict(head_num_prototypes=32, head_hidden_dim=32, head_bottleneck_dim=16, num_local_crops=2, local_crop_size=16)
+TINY_HEAD = dict(
+    head_num_prototypes=32, head_hidden_dim=32, head_bottleneck_dim=16, num_local_crops=2, local_crop_size=16
+)
 
 
 def _args(output_dir, **overrides) -> SilcTrainingArguments:
     values = dict(
-        output_dir=str(output_dir), per_device_train_batch_size=4, learning_rate=1e-3, max_steps=6, logging_steps=1,
-        save_strategy="no", report_to=[], use_cpu=True, seed=0, dataloader_pin_memory=False, teacher_momentum=0.9, **TINY_HEAD,
+        output_dir=str(output_dir),
+        per_device_train_batch_size=4,
+        learning_rate=1e-3,
+        max_steps=6,
+        logging_steps=1,
+        save_strategy="no",
+        report_to=[],
+        use_cpu=True,
+        seed=0,
+        dataloader_pin_memory=False,
+        teacher_momentum=0.9,
+        **TINY_HEAD,
     )
     values.update(overrides)
     return SilcTrainingArguments(**values)
@@ -44,8 +56,12 @@ def _trainer(folder, args, seed=0, loss_type="softmax") -> SilcTrainer:
     preparer = SamplePreparer(MultiCropTransform(args, 32), min_image_size=16)
     dataset = MultiCropDataset(load_image_text_dataset(str(folder)), preparer, seed=0)
     return SilcTrainer(
-        model=model, args=args, train_dataset=dataset, eval_dataset=dataset,
-        data_collator=SilcMultiCropCollator(processor, 16), processing_class=processor,
+        model=model,
+        args=args,
+        train_dataset=dataset,
+        eval_dataset=dataset,
+        data_collator=SilcMultiCropCollator(processor, 16),
+        processing_class=processor,
     )
 
 
@@ -107,7 +123,9 @@ def test_resume_restores_student_teacher_head_center_and_optimizer(data_folder, 
     assert first.state.global_step == 3
     checkpoint = tmp_path / "resumed" / "checkpoint-3"
     assert checkpoint.is_dir()
-    resumed = _trainer(data_folder, _args(tmp_path / "resumed", max_steps=6), seed=2)  # different init: all state must come from the checkpoint
+    resumed = _trainer(
+        data_folder, _args(tmp_path / "resumed", max_steps=6), seed=2
+    )  # different init: all state must come from the checkpoint
     resumed.train(resume_from_checkpoint=str(checkpoint))
     actual = _state(resumed)
     for part in expected:
@@ -115,7 +133,9 @@ def test_resume_restores_student_teacher_head_center_and_optimizer(data_folder, 
 
 
 def test_distillation_starts_late_from_a_copy_of_the_student(data_folder, tmp_path):
-    trainer = _trainer(data_folder, _args(tmp_path, max_steps=4, distill_start_step=2, teacher_temperature_warmup_ratio=0.5))
+    trainer = _trainer(
+        data_folder, _args(tmp_path, max_steps=4, distill_start_step=2, teacher_temperature_warmup_ratio=0.5)
+    )
     trainer.train()
     logs = [entry for entry in trainer.state.log_history if "loss" in entry]
     assert [entry["distill_weight"] for entry in logs] == [0.0, 0.0, 1.0, 1.0]
@@ -137,7 +157,9 @@ def test_starting_distillation_copies_the_student_into_the_teacher(data_folder, 
 
 
 def test_prototypes_stay_frozen_early_and_the_head_can_have_its_own_learning_rate(data_folder, tmp_path):
-    trainer = _trainer(data_folder, _args(tmp_path, max_steps=3, head_freeze_prototypes_steps=2, head_learning_rate=1e-5))
+    trainer = _trainer(
+        data_folder, _args(tmp_path, max_steps=3, head_freeze_prototypes_steps=2, head_learning_rate=1e-5)
+    )
     prototypes = trainer.model.student_head.prototypes
     before = prototypes.detach().clone()
     trainer.add_callback(_StopAfter(2))

@@ -24,7 +24,9 @@ from silc_hf.segmentation import DEFAULT_TEMPLATES
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True, help="a SILC folder (or Hub id)")
-    parser.add_argument("--data", required=True, help="evaluation data (imagefolder, shards, Hub id, synthetic:SPLIT:N)")
+    parser.add_argument(
+        "--data", required=True, help="evaluation data (imagefolder, shards, Hub id, synthetic:SPLIT:N)"
+    )
     parser.add_argument("--split", default="test", help="split name recorded in the results")
     parser.add_argument("--tasks", nargs="+", choices=list(TASKS), default=["classification", "retrieval"])
     parser.add_argument("--class_names", help="comma-separated class names, in label order")
@@ -48,11 +50,24 @@ def main(argv: list[str] | None = None) -> dict:
     probe = load_image_text_dataset(args.probe_data) if args.probe_data else None
     with torch.no_grad():
         results = evaluate(
-            model, processor, dataset, args.tasks, args.class_names.split(",") if args.class_names else None,
-            dataset_name=args.data, split=args.split, image_column=args.image_column, text_column=args.text_column,
-            label_column=args.label_column, mask_column=args.mask_column, templates=tuple(args.templates),
-            method=args.dense_method, ignore_index=args.ignore_index, mask_offset=args.mask_offset,
-            probe_dataset=probe, shots=args.shots, batch_size=args.batch_size,
+            model,
+            processor,
+            dataset,
+            args.tasks,
+            args.class_names.split(",") if args.class_names else None,
+            dataset_name=args.data,
+            split=args.split,
+            image_column=args.image_column,
+            text_column=args.text_column,
+            label_column=args.label_column,
+            mask_column=args.mask_column,
+            templates=tuple(args.templates),
+            method=args.dense_method,
+            ignore_index=args.ignore_index,
+            mask_offset=args.mask_offset,
+            probe_dataset=probe,
+            shots=args.shots,
+            batch_size=args.batch_size,
         )
     results["model"] = args.model
     for entry in results["results"]:

@@ -42,11 +42,17 @@ AUGMENT_KEYS = {
 class MultiCropArguments:
     """Every number of the multi-crop augmentation (defaults: DINO / SILC, see DESIGN.md §1)."""
 
-    global_crop_scale: list[float] = field(default_factory=lambda: [0.4, 1.0], metadata={"help": "area fraction range of global crops"})
+    global_crop_scale: list[float] = field(
+        default_factory=lambda: [0.4, 1.0], metadata={"help": "area fraction range of global crops"}
+    )
     num_local_crops: int = field(default=8, metadata={"help": "local crops per image (0 disables distillation views)"})
     local_crop_size: int = field(default=96, metadata={"help": "side of local crops; a multiple of the patch size"})
-    local_crop_scale: list[float] = field(default_factory=lambda: [0.05, 0.4], metadata={"help": "area fraction range of local crops"})
-    crop_ratio: list[float] = field(default_factory=lambda: [3 / 4, 4 / 3], metadata={"help": "aspect-ratio range of crops"})
+    local_crop_scale: list[float] = field(
+        default_factory=lambda: [0.05, 0.4], metadata={"help": "area fraction range of local crops"}
+    )
+    crop_ratio: list[float] = field(
+        default_factory=lambda: [3 / 4, 4 / 3], metadata={"help": "aspect-ratio range of crops"}
+    )
     flip_prob: float = 0.5
     color_jitter_prob: float = 0.8
     brightness: float = 0.4
@@ -54,10 +60,16 @@ class MultiCropArguments:
     saturation: float = 0.2
     hue: float = 0.1
     grayscale_prob: float = 0.2
-    blur_probs: list[float] = field(default_factory=lambda: [1.0, 0.1, 0.5], metadata={"help": "global-1, global-2, local"})
-    blur_sigma: list[float] = field(default_factory=lambda: [0.1, 2.0], metadata={"help": "Gaussian blur sigma range (pixels)"})
+    blur_probs: list[float] = field(
+        default_factory=lambda: [1.0, 0.1, 0.5], metadata={"help": "global-1, global-2, local"}
+    )
+    blur_sigma: list[float] = field(
+        default_factory=lambda: [0.1, 2.0], metadata={"help": "Gaussian blur sigma range (pixels)"}
+    )
     blur_kernel_size: int = field(default=9, metadata={"help": "odd Gaussian kernel size (DINOv2: 9)"})
-    solarize_probs: list[float] = field(default_factory=lambda: [0.0, 0.2, 0.0], metadata={"help": "global-1, global-2, local"})
+    solarize_probs: list[float] = field(
+        default_factory=lambda: [0.0, 0.2, 0.0], metadata={"help": "global-1, global-2, local"}
+    )
     solarize_threshold: float = 0.5
 
     def check(self, patch_size: int) -> None:
@@ -74,7 +86,9 @@ class MultiCropArguments:
                 raise ValueError(f"{name}={getattr(self, name)} must be [low, high] with 0 < low <= high.")
         for name, count in (("blur_probs", 3), ("solarize_probs", 3)):
             if len(getattr(self, name)) != count:
-                raise ValueError(f"{name}={getattr(self, name)} needs {count} probabilities: global-1, global-2, local.")
+                raise ValueError(
+                    f"{name}={getattr(self, name)} needs {count} probabilities: global-1, global-2, local."
+                )
         if self.blur_kernel_size % 2 == 0:
             raise ValueError(f"blur_kernel_size={self.blur_kernel_size} must be odd, e.g. {self.blur_kernel_size + 1}.")
         if self.num_local_crops < 0:
@@ -185,7 +199,9 @@ def _rgb_to_hsv(images: torch.Tensor) -> torch.Tensor:
     value, _ = images.max(1)
     chroma = value - images.min(1).values
     safe_chroma = torch.where(chroma > 0, chroma, torch.ones_like(chroma))
-    saturation = torch.where(value > 0, chroma / torch.where(value > 0, value, torch.ones_like(value)), torch.zeros_like(value))
+    saturation = torch.where(
+        value > 0, chroma / torch.where(value > 0, value, torch.ones_like(value)), torch.zeros_like(value)
+    )
     hue = torch.where(
         value == r,
         ((g - b) / safe_chroma) % 6,

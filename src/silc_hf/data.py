@@ -37,7 +37,9 @@ class SilcDataArguments:
 
     train_data: str | None = field(
         default=None,
-        metadata={"help": "imagefolder directory, webdataset shards ('shards/{00000..00099}.tar' or a glob), or a Hub dataset"},
+        metadata={
+            "help": "imagefolder directory, webdataset shards ('shards/{00000..00099}.tar' or a glob), or a Hub dataset"
+        },
     )
     eval_data: str | None = field(default=None, metadata={"help": "same forms as train_data"})
     image_column: str = field(default="image", metadata={"help": "column with the images (webdataset: e.g. 'jpg')"})
@@ -45,7 +47,9 @@ class SilcDataArguments:
     streaming: bool = field(default=False, metadata={"help": "stream the data (requires max_steps)"})
     strict: bool = field(default=False, metadata={"help": "raise on the first bad sample instead of skipping it"})
     max_caption_chars: int = field(default=1000, metadata={"help": "longer captions are bad samples"})
-    min_image_size: int | None = field(default=None, metadata={"help": "images with a smaller side are bad (default: local crop size)"})
+    min_image_size: int | None = field(
+        default=None, metadata={"help": "images with a smaller side are bad (default: local crop size)"}
+    )
     max_image_pixels: int = field(default=89_478_485, metadata={"help": "larger images are bad (decompression bombs)"})
 
 
@@ -138,7 +142,9 @@ class SamplePreparer:
         if not caption:
             raise BadSampleError("empty caption")
         if len(caption) > self.max_caption_chars:
-            raise BadSampleError(f"caption has {len(caption)} characters (> max_caption_chars={self.max_caption_chars})")
+            raise BadSampleError(
+                f"caption has {len(caption)} characters (> max_caption_chars={self.max_caption_chars})"
+            )
         return caption
 
     def image(self, example: dict) -> Image.Image:
@@ -165,7 +171,9 @@ class SamplePreparer:
         if width == 0 or height == 0:
             raise BadSampleError(f"zero-size image ({width}x{height})")
         if width * height > self.max_image_pixels:
-            raise BadSampleError(f"decompression bomb: {width}x{height} pixels (> max_image_pixels={self.max_image_pixels})")
+            raise BadSampleError(
+                f"decompression bomb: {width}x{height} pixels (> max_image_pixels={self.max_image_pixels})"
+            )
         if min(width, height) < self.min_image_size:
             raise BadSampleError(f"image is {width}x{height}, smaller than min_image_size={self.min_image_size}")
         try:
@@ -229,7 +237,9 @@ class StreamingMultiCropDataset(torch.utils.data.IterableDataset):
     (`datasets.distributed.split_dataset_by_node`) and by data worker. Bad samples are dropped and counted
     on the next good sample. A sample's crops are seeded by (seed, epoch, its key or position)."""
 
-    def __init__(self, dataset, preparer: SamplePreparer, seed: int = 0, strict: bool = False, rank: int = 0, world_size: int = 1):
+    def __init__(
+        self, dataset, preparer: SamplePreparer, seed: int = 0, strict: bool = False, rank: int = 0, world_size: int = 1
+    ):
         dataset = undecoded(dataset, preparer.image_column)
         if world_size > 1:
             dataset = split_dataset_by_node(dataset, rank=rank, world_size=world_size)
@@ -269,9 +279,7 @@ class SilcMultiCropCollator:
         text = self.processor(
             text=[s["caption"] for s in samples], truncation=True, max_length=self.max_length, return_tensors="pt"
         )
-        batch = {
-            key: torch.stack([s[key] for s in samples]) for key in ("global_views", "local_views")
-        }
+        batch = {key: torch.stack([s[key] for s in samples]) for key in ("global_views", "local_views")}
         for key in ("global_augment", "local_augment"):
             batch[key] = {name: torch.stack([s[key][name] for s in samples]) for name in samples[0][key]}
         batch["input_ids"] = text["input_ids"]

@@ -27,27 +27,63 @@ from .trainer import SilcTrainingArguments
 # The small model and recipe of the demo (and of benchmarks/study_silc_vs_clip.py).
 DEMO_MODEL = {
     "loss_type": "softmax",
-    "vision_config": {"hidden_size": 96, "intermediate_size": 384, "num_hidden_layers": 4, "num_attention_heads": 4,
-                      "image_size": 64, "patch_size": 8, "pooling_type": "map"},
-    "text_config": {"hidden_size": 96, "intermediate_size": 384, "num_hidden_layers": 2, "num_attention_heads": 4,
-                    "max_position_embeddings": 32, "projection_dim": 96, "pooling_type": "eos", "causal_attention": True,
-                    "use_padding_mask": True, "fixed_length_padding": False},
+    "vision_config": {
+        "hidden_size": 96,
+        "intermediate_size": 384,
+        "num_hidden_layers": 4,
+        "num_attention_heads": 4,
+        "image_size": 64,
+        "patch_size": 8,
+        "pooling_type": "map",
+    },
+    "text_config": {
+        "hidden_size": 96,
+        "intermediate_size": 384,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "max_position_embeddings": 32,
+        "projection_dim": 96,
+        "pooling_type": "eos",
+        "causal_attention": True,
+        "use_padding_mask": True,
+        "fixed_length_padding": False,
+    },
 }
 DEMO_TRAINING = dict(
-    per_device_train_batch_size=64, learning_rate=1e-3, weight_decay=0.05, warmup_steps=50, lr_scheduler_type="cosine",
-    logging_steps=20, save_strategy="no", report_to="none", dataloader_num_workers=0, dataloader_pin_memory=False,
-    num_local_crops=4, local_crop_size=32, head_num_prototypes=1024, head_hidden_dim=256, head_bottleneck_dim=64,
-    teacher_momentum=0.996, head_freeze_prototypes_steps=100_000, use_cpu=True,
+    per_device_train_batch_size=64,
+    learning_rate=1e-3,
+    weight_decay=0.05,
+    warmup_steps=50,
+    lr_scheduler_type="cosine",
+    logging_steps=20,
+    save_strategy="no",
+    report_to="none",
+    dataloader_num_workers=0,
+    dataloader_pin_memory=False,
+    num_local_crops=4,
+    local_crop_size=32,
+    head_num_prototypes=1024,
+    head_hidden_dim=256,
+    head_bottleneck_dim=64,
+    teacher_momentum=0.996,
+    head_freeze_prototypes_steps=100_000,
+    use_cpu=True,
 )
 DATA_SIZES = {"train": 4000, "validation": 200, "test": 300}
 TEMPLATES = ("a {}", "a photo of a {}", "a picture of a {}")
-PALETTE = np.array([[40, 40, 40], [230, 25, 75], [60, 180, 75], [0, 130, 200], [245, 130, 48], [145, 30, 180]], dtype=np.uint8)
+PALETTE = np.array(
+    [[40, 40, 40], [230, 25, 75], [60, 180, 75], [0, 130, 200], [245, 130, 48], [145, 30, 180]], dtype=np.uint8
+)
 
 
 def train(output_dir: str, data_dir: str, max_steps: int, distill_weight: float, seed: int, **overrides):
     """Train the demo model on `data_dir/train`; returns the trainer (model exported to `output_dir`)."""
     args = SilcTrainingArguments(
-        output_dir=output_dir, max_steps=max_steps, distill_weight=distill_weight, seed=seed, **{**DEMO_TRAINING, **overrides}
+        output_dir=output_dir,
+        max_steps=max_steps,
+        distill_weight=distill_weight,
+        seed=seed,
+        **{**DEMO_TRAINING, **overrides},
     )
     model_args = SilcModelArguments(train_tokenizer=True, tokenizer_vocab_size=512)
     data_args = SilcDataArguments(train_data=os.path.join(data_dir, "train"))
@@ -61,15 +97,26 @@ def run_evaluation(model, processor, data_dir: str) -> dict:
     test = load_image_text_dataset(os.path.join(data_dir, "test"))
     train = load_image_text_dataset(os.path.join(data_dir, "train"))
     return evaluate(
-        model, processor, test, tasks=("classification", "retrieval", "segmentation", "linear_probe"),
-        class_names=list(SHAPES), dataset_name="captioned-scenes", split="test", templates=TEMPLATES,
-        ignore_index=0, mask_offset=1, probe_dataset=train,
+        model,
+        processor,
+        test,
+        tasks=("classification", "retrieval", "segmentation", "linear_probe"),
+        class_names=list(SHAPES),
+        dataset_name="captioned-scenes",
+        split="test",
+        templates=TEMPLATES,
+        ignore_index=0,
+        mask_offset=1,
+        probe_dataset=train,
     )
 
 
 def plot_curves(log_history: list[dict], path: str) -> None:
     """Training curves (total, contrastive and distillation loss against step), drawn with Pillow."""
-    series = {name: [(e["step"], e[name]) for e in log_history if name in e] for name in ("loss", "contrastive_loss", "distillation_loss")}
+    series = {
+        name: [(e["step"], e[name]) for e in log_history if name in e]
+        for name in ("loss", "contrastive_loss", "distillation_loss")
+    }
     series = {k: v for k, v in series.items() if v}
     width, height, margin = 640, 360, 50
     image = Image.new("RGB", (width, height), "white")
@@ -80,7 +127,10 @@ def plot_curves(log_history: list[dict], path: str) -> None:
         return
     max_step = max(p[0] for p in points)
     low, high = min(p[1] for p in points), max(p[1] for p in points)
-    scale = lambda s, v: (margin + (width - 2 * margin) * s / max(max_step, 1), height - margin - (height - 2 * margin) * (v - low) / max(high - low, 1e-9))  # noqa: E731
+    scale = lambda s, v: (
+        margin + (width - 2 * margin) * s / max(max_step, 1),
+        height - margin - (height - 2 * margin) * (v - low) / max(high - low, 1e-9),
+    )  # noqa: E731
     draw.rectangle((margin, margin, width - margin, height - margin), outline="black")
     for value in np.linspace(low, high, 5):
         _, y = scale(0, value)
@@ -152,13 +202,18 @@ def main(argv: list[str] | None = None) -> dict:
     plot_curves(trainer.state.log_history, os.path.join(args.output_dir, "training_curve.png"))
     segmentation_gallery(model, processor, data_dir, os.path.join(args.output_dir, "segmentation.png"))
     write_model_card(
-        model_dir, model.config, model_name="silc-demo", results=results,
+        model_dir,
+        model.config,
+        model_name="silc-demo",
+        results=results,
         provenance=f"Trained from scratch by `python -m silc_hf.demo` ({args.max_steps} steps, seed {args.seed}) on the "
         "package's generated captioned scenes.",
     )
     for entry in results["results"]:
         print(f"  {entry['task']}: " + ", ".join(f"{k}={v:.3f}" for k, v in entry["metrics"].items()))
-    print(f"Done in {results['seconds']:.0f} s: {args.output_dir}/metrics.json, training_curve.png, segmentation.png, model/")
+    print(
+        f"Done in {results['seconds']:.0f} s: {args.output_dir}/metrics.json, training_curve.png, segmentation.png, model/"
+    )
     return results
 
 

@@ -24,7 +24,9 @@ class DINOHead(nn.Module):
     bottleneck, L2 normalisation, then a bias-free linear layer onto `num_prototypes` whose rows are kept at
     unit norm (DINO's weight-normalised last layer with its gain frozen at 1)."""
 
-    def __init__(self, in_dim: int, num_prototypes: int, hidden_dim: int = 2048, bottleneck_dim: int = 256, num_layers: int = 3):
+    def __init__(
+        self, in_dim: int, num_prototypes: int, hidden_dim: int = 2048, bottleneck_dim: int = 256, num_layers: int = 3
+    ):
         super().__init__()
         if num_layers < 1:
             raise ValueError(f"head_num_layers={num_layers} must be >= 1.")
@@ -121,7 +123,11 @@ class SilcPretrainingModel(nn.Module):
         super().__init__()
         self.student = student
         self.student_head = DINOHead(
-            student.config.vision_config.hidden_size, head_num_prototypes, head_hidden_dim, head_bottleneck_dim, head_num_layers
+            student.config.vision_config.hidden_size,
+            head_num_prototypes,
+            head_hidden_dim,
+            head_bottleneck_dim,
+            head_num_layers,
         ).to(student.dtype)
         self.teacher = SilcTeacher(student.vision_model, self.student_head)
         self.distillation_loss = DistillationLoss(head_num_prototypes, student_temperature, center_momentum, centering)
@@ -191,13 +197,17 @@ class SilcPretrainingModel(nn.Module):
     ) -> dict[str, torch.Tensor]:
         batch, num_global = global_views.shape[:2]
         student = self.student
-        text_embeds = F.normalize(student.text_model(input_ids=input_ids, attention_mask=attention_mask).text_embeds, dim=-1)
+        text_embeds = F.normalize(
+            student.text_model(input_ids=input_ids, attention_mask=attention_mask).text_embeds, dim=-1
+        )
         global_pixels = self._pixels(global_views, global_augment)
         global_out = student.vision_model(pixel_values=global_pixels)
         image_embeds = F.normalize(global_out.image_embeds, dim=-1).view(num_global, batch, -1)
         contrastive = torch.stack(
             [
-                distributed_contrastive_loss(view, text_embeds, student.logit_scale, student.logit_bias, student.config.loss_type)
+                distributed_contrastive_loss(
+                    view, text_embeds, student.logit_scale, student.logit_bias, student.config.loss_type
+                )
                 for view in image_embeds
             ]
         ).mean()

@@ -39,7 +39,9 @@ def recall_at_k(similarity: torch.Tensor, positives: list[set[int]], ks=(1, 5, 1
     return {f"R@{k}": (best < k).float().mean().item() for k in ks}
 
 
-def confusion_matrix(prediction: torch.Tensor, target: torch.Tensor, num_classes: int, ignore_index: int | None = None) -> torch.Tensor:
+def confusion_matrix(
+    prediction: torch.Tensor, target: torch.Tensor, num_classes: int, ignore_index: int | None = None
+) -> torch.Tensor:
     """`(num_classes, num_classes)` counts, rows = ground truth, columns = prediction. Predictions outside
     [0, num_classes) (e.g. background -1) count as wrong for their ground-truth class."""
     prediction, target = prediction.flatten().long(), target.flatten().long()
@@ -73,8 +75,12 @@ def segmentation_metrics(confusion: torch.Tensor) -> dict:
 
 
 def linear_probe_accuracy(
-    train_features: torch.Tensor, train_labels: torch.Tensor, test_features: torch.Tensor, test_labels: torch.Tensor,
-    weight_decay: float = 1e-3, steps: int = 100,
+    train_features: torch.Tensor,
+    train_labels: torch.Tensor,
+    test_features: torch.Tensor,
+    test_labels: torch.Tensor,
+    weight_decay: float = 1e-3,
+    steps: int = 100,
 ) -> float:
     """Multinomial logistic regression (L-BFGS, L2 penalty) on L2-normalised features; test top-1 accuracy."""
     train, test = F.normalize(train_features.double(), dim=-1), F.normalize(test_features.double(), dim=-1)
@@ -94,7 +100,9 @@ def linear_probe_accuracy(
         return ((test @ weight + bias).argmax(dim=1) == test_labels).double().mean().item()
 
 
-def results_entry(task: str, dataset: str, metrics: dict, split: str | None = None, dataset_name: str | None = None) -> dict:
+def results_entry(
+    task: str, dataset: str, metrics: dict, split: str | None = None, dataset_name: str | None = None
+) -> dict:
     """One entry of the results JSON read by the model-card generator (numbers only)."""
     numbers = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     entry = {"task": task, "dataset": dataset, "dataset_name": dataset_name or dataset, "metrics": numbers}
@@ -116,8 +124,15 @@ def image_embeddings(model, processor, dataset, image_column: str = "image", bat
     """L2-normalised image embeddings of every row, `(N, D)`."""
     outputs = []
     for batch in _batches(dataset, batch_size, "images"):
-        pixels = processor.image_processor(images=[im.convert("RGB") for im in batch[image_column]], return_tensors="pt")
-        outputs.append(F.normalize(model.get_image_features(pixel_values=pixels["pixel_values"].to(model.device)).image_embeds.float(), dim=-1).cpu())
+        pixels = processor.image_processor(
+            images=[im.convert("RGB") for im in batch[image_column]], return_tensors="pt"
+        )
+        outputs.append(
+            F.normalize(
+                model.get_image_features(pixel_values=pixels["pixel_values"].to(model.device)).image_embeds.float(),
+                dim=-1,
+            ).cpu()
+        )
     return torch.cat(outputs)
 
 
@@ -127,15 +142,23 @@ def text_embeddings(model, processor, texts: list[str], batch_size: int = 256) -
     outputs = []
     max_length = model.config.text_config.max_position_embeddings
     for start in range(0, len(texts), batch_size):
-        tokens = processor(text=texts[start : start + batch_size], truncation=True, max_length=max_length, return_tensors="pt")
+        tokens = processor(
+            text=texts[start : start + batch_size], truncation=True, max_length=max_length, return_tensors="pt"
+        )
         tokens = {k: v.to(model.device) for k, v in tokens.items() if k in ("input_ids", "attention_mask")}
         outputs.append(F.normalize(model.get_text_features(**tokens).text_embeds.float(), dim=-1).cpu())
     return torch.cat(outputs)
 
 
 def evaluate_zero_shot_classification(
-    model, processor, dataset, class_names: list[str], image_column="image", label_column="label",
-    templates=DEFAULT_TEMPLATES, batch_size: int = 64,
+    model,
+    processor,
+    dataset,
+    class_names: list[str],
+    image_column="image",
+    label_column="label",
+    templates=DEFAULT_TEMPLATES,
+    batch_size: int = 64,
 ) -> dict[str, float]:
     """Top-1 / top-5 accuracy of zero-shot classification with a prompt-template ensemble."""
     classes = encode_class_names(model, processor.tokenizer, class_names, templates).cpu()
@@ -144,7 +167,9 @@ def evaluate_zero_shot_classification(
     return topk_accuracy(images @ classes.t(), targets, ks=tuple(k for k in (1, 5) if k <= len(class_names)))
 
 
-def evaluate_retrieval(model, processor, dataset, image_column="image", text_column="text", batch_size: int = 64) -> dict[str, float]:
+def evaluate_retrieval(
+    model, processor, dataset, image_column="image", text_column="text", batch_size: int = 64
+) -> dict[str, float]:
     """Image->text and text->image recall@1/5/10; a row's caption may be a string or a list of strings."""
     images = image_embeddings(model, processor, dataset, image_column, batch_size)
     captions, owner = [], []
@@ -163,9 +188,18 @@ def evaluate_retrieval(model, processor, dataset, image_column="image", text_col
 
 
 def evaluate_segmentation(
-    model, processor, dataset, class_names: list[str], image_column="image", mask_column="mask",
-    templates=DEFAULT_TEMPLATES, method: str = "value", ignore_index: int | None = None, mask_offset: int = 0,
-    background_threshold: float | None = None, sliding_window: bool = True,
+    model,
+    processor,
+    dataset,
+    class_names: list[str],
+    image_column="image",
+    mask_column="mask",
+    templates=DEFAULT_TEMPLATES,
+    method: str = "value",
+    ignore_index: int | None = None,
+    mask_offset: int = 0,
+    background_threshold: float | None = None,
+    sliding_window: bool = True,
 ) -> dict:
     """mIoU and pixel accuracy of zero-shot segmentation. Mask value `v` is class `v - mask_offset`
     (e.g. `mask_offset=1` when 0 marks background and `ignore_index=0` drops it)."""
@@ -185,8 +219,15 @@ def evaluate_segmentation(
 
 
 def evaluate_linear_probe(
-    model, processor, train_dataset, test_dataset, shots: int = 10, image_column="image", label_column="label",
-    seed: int = 0, batch_size: int = 64,
+    model,
+    processor,
+    train_dataset,
+    test_dataset,
+    shots: int = 10,
+    image_column="image",
+    label_column="label",
+    seed: int = 0,
+    batch_size: int = 64,
 ) -> dict[str, float]:
     """k-shot linear probe: `shots` random training images per class, logistic regression on frozen
     normalised image embeddings, accuracy on the whole test set."""
@@ -217,10 +258,24 @@ def class_names_of(dataset, label_column: str) -> list[str] | None:
 
 
 def evaluate(
-    model, processor, dataset, tasks=tuple(TASKS), class_names: list[str] | None = None, dataset_name: str = "dataset",
-    split: str | None = None, image_column="image", text_column="text", label_column="label", mask_column="mask",
-    templates=DEFAULT_TEMPLATES, method: str = "value", ignore_index: int | None = None, mask_offset: int = 0,
-    probe_dataset=None, shots: int = 10, batch_size: int = 64,
+    model,
+    processor,
+    dataset,
+    tasks=tuple(TASKS),
+    class_names: list[str] | None = None,
+    dataset_name: str = "dataset",
+    split: str | None = None,
+    image_column="image",
+    text_column="text",
+    label_column="label",
+    mask_column="mask",
+    templates=DEFAULT_TEMPLATES,
+    method: str = "value",
+    ignore_index: int | None = None,
+    mask_offset: int = 0,
+    probe_dataset=None,
+    shots: int = 10,
+    batch_size: int = 64,
 ) -> dict:
     """Run the chosen `tasks` on `dataset` and return `{"results": [results_entry, ...]}` (the model-card format).
 
@@ -237,16 +292,29 @@ def evaluate(
     results = []
     for task in tasks:
         if task == "classification":
-            metrics = evaluate_zero_shot_classification(model, processor, dataset, class_names, image_column, label_column, templates, batch_size)
+            metrics = evaluate_zero_shot_classification(
+                model, processor, dataset, class_names, image_column, label_column, templates, batch_size
+            )
         elif task == "retrieval":
             metrics = evaluate_retrieval(model, processor, dataset, image_column, text_column, batch_size)
         elif task == "segmentation":
             metrics = evaluate_segmentation(
-                model, processor, dataset, class_names, image_column, mask_column, templates, method, ignore_index, mask_offset
+                model,
+                processor,
+                dataset,
+                class_names,
+                image_column,
+                mask_column,
+                templates,
+                method,
+                ignore_index,
+                mask_offset,
             )
         else:
             if probe_dataset is None:
                 raise ValueError("The linear probe needs probe_dataset (the images it trains on).")
-            metrics = evaluate_linear_probe(model, processor, probe_dataset, dataset, shots, image_column, label_column, batch_size=batch_size)
+            metrics = evaluate_linear_probe(
+                model, processor, probe_dataset, dataset, shots, image_column, label_column, batch_size=batch_size
+            )
         results.append(results_entry(TASKS[task], dataset_name, metrics, split=split))
     return {"results": results}

@@ -36,7 +36,9 @@ class SilcModelArguments:
     model_config: str | None = field(
         default=None, metadata={"help": "a SilcConfig JSON file or 'silc-b16' (a config file may inline the dict)"}
     )
-    init_from: str | None = field(default=None, metadata={"help": "start from an HF CLIP, SigLIP or SILC folder / Hub id"})
+    init_from: str | None = field(
+        default=None, metadata={"help": "start from an HF CLIP, SigLIP or SILC folder / Hub id"}
+    )
     tokenizer: str | None = field(default=None, metadata={"help": "tokenizer folder or Hub id (when not init_from)"})
     train_tokenizer: bool = field(default=False, metadata={"help": "train a BPE tokenizer on the training captions"})
     tokenizer_vocab_size: int = field(default=8192, metadata={"help": "vocabulary size of a trained tokenizer"})
@@ -69,7 +71,9 @@ def load_initial_model(path: str):
     raise ValueError(f"--init_from {path} is a {model_type!r} model; use an HF CLIP, SigLIP or SILC checkpoint.")
 
 
-def build_model_and_processor(model_args: SilcModelArguments, inline_config: dict | None, captions_source, text_column: str):
+def build_model_and_processor(
+    model_args: SilcModelArguments, inline_config: dict | None, captions_source, text_column: str
+):
     if model_args.init_from:
         model, processor = load_initial_model(model_args.init_from)
     else:
@@ -88,12 +92,18 @@ def build_model_and_processor(model_args: SilcModelArguments, inline_config: dic
             logger.warning(f"Trained a {len(tokenizer)}-token BPE tokenizer on {len(captions)} captions.")
         else:
             raise ValueError("Pass --tokenizer PATH, --train_tokenizer, or --init_from a model with its tokenizer.")
-        text.vocab_size, text.pad_token_id, text.eos_token_id = len(tokenizer), tokenizer.pad_token_id, tokenizer.eos_token_id
+        text.vocab_size, text.pad_token_id, text.eos_token_id = (
+            len(tokenizer),
+            tokenizer.pad_token_id,
+            tokenizer.eos_token_id,
+        )
         config.validate_architecture()
         model = SilcModel(config)
         size = config.vision_config.image_size
         fixed_length = text.max_position_embeddings if text.fixed_length_padding else None
-        processor = SilcProcessor(SilcImageProcessor(size={"height": size, "width": size}), tokenizer, fixed_text_length=fixed_length)
+        processor = SilcProcessor(
+            SilcImageProcessor(size={"height": size, "width": size}), tokenizer, fixed_text_length=fixed_length
+        )
     model.set_attn_implementation(model_args.attn_implementation)
     return model, processor
 
@@ -101,7 +111,9 @@ def build_model_and_processor(model_args: SilcModelArguments, inline_config: dic
 def build_dataset(raw, data_args: SilcDataArguments, args: SilcTrainingArguments, image_size: int):
     missing = [c for c in (data_args.image_column, data_args.text_column) if c not in (raw.column_names or [])]
     if missing:
-        raise ValueError(f"Columns {missing} are not in the dataset (it has {raw.column_names}); set --image_column / --text_column.")
+        raise ValueError(
+            f"Columns {missing} are not in the dataset (it has {raw.column_names}); set --image_column / --text_column."
+        )
     preparer = SamplePreparer(
         MultiCropTransform(args, image_size),
         image_column=data_args.image_column,
@@ -112,11 +124,18 @@ def build_dataset(raw, data_args: SilcDataArguments, args: SilcTrainingArguments
     )
     seed = args.data_seed if args.data_seed is not None else args.seed
     if data_args.streaming:
-        return StreamingMultiCropDataset(raw, preparer, seed, data_args.strict, rank=args.process_index, world_size=args.world_size)
+        return StreamingMultiCropDataset(
+            raw, preparer, seed, data_args.strict, rank=args.process_index, world_size=args.world_size
+        )
     return MultiCropDataset(raw, preparer, seed, data_args.strict)
 
 
-def build_trainer(model_args: SilcModelArguments, data_args: SilcDataArguments, args: SilcTrainingArguments, inline_config: dict | None = None) -> SilcTrainer:
+def build_trainer(
+    model_args: SilcModelArguments,
+    data_args: SilcDataArguments,
+    args: SilcTrainingArguments,
+    inline_config: dict | None = None,
+) -> SilcTrainer:
     """Model, processor, datasets and collator for a run, wrapped in a `SilcTrainer` (not yet trained)."""
     if not data_args.train_data:
         raise ValueError("--train_data is required: an imagefolder directory, webdataset shards or a Hub dataset.")
@@ -145,7 +164,12 @@ def build_trainer(model_args: SilcModelArguments, data_args: SilcDataArguments, 
     return trainer
 
 
-def run_training(model_args: SilcModelArguments, data_args: SilcDataArguments, args: SilcTrainingArguments, inline_config: dict | None = None) -> SilcTrainer:
+def run_training(
+    model_args: SilcModelArguments,
+    data_args: SilcDataArguments,
+    args: SilcTrainingArguments,
+    inline_config: dict | None = None,
+) -> SilcTrainer:
     """Train, export the model with its processor to `args.output_dir`, and evaluate if there is eval data."""
     trainer = build_trainer(model_args, data_args, args, inline_config)
     result = trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
@@ -158,5 +182,3 @@ def run_training(model_args: SilcModelArguments, data_args: SilcDataArguments, a
         trainer.log_metrics("eval", metrics)
         trainer.save_metrics("eval", metrics)
     return trainer
-
-

@@ -129,7 +129,11 @@ class DistillationLoss(nn.Module):
     """
 
     def __init__(
-        self, num_prototypes: int, student_temperature: float = 0.1, center_momentum: float = 0.9, centering: str = "ema"
+        self,
+        num_prototypes: int,
+        student_temperature: float = 0.1,
+        center_momentum: float = 0.9,
+        centering: str = "ema",
     ):
         super().__init__()
         if centering not in ("ema", "sinkhorn"):
@@ -139,7 +143,9 @@ class DistillationLoss(nn.Module):
         self.centering = centering
         self.register_buffer("center", torch.zeros(1, num_prototypes))
 
-    def teacher_probabilities(self, teacher_views: list[torch.Tensor], teacher_temperature: float) -> list[torch.Tensor]:
+    def teacher_probabilities(
+        self, teacher_views: list[torch.Tensor], teacher_temperature: float
+    ) -> list[torch.Tensor]:
         """Centred and sharpened teacher distributions, one `(batch, K)` tensor per global view."""
         if self.centering == "ema":
             return [F.softmax((t - self.center) / teacher_temperature, dim=-1) for t in teacher_views]

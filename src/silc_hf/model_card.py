@@ -52,20 +52,39 @@ def load_results(results) -> list[dict]:
 def _architecture(config: SilcConfig) -> str:
     v, t = config.vision_config, config.text_config
     rows = [
-        ("image tower", f"ViT, width {v.hidden_size}, depth {v.num_hidden_layers}, {v.num_attention_heads} heads, MLP {v.intermediate_size}"),
+        (
+            "image tower",
+            f"ViT, width {v.hidden_size}, depth {v.num_hidden_layers}, {v.num_attention_heads} heads, MLP {v.intermediate_size}",
+        ),
         ("input", f"{v.image_size}x{v.image_size} px, {v.patch_size}x{v.patch_size} patches ({v.num_patches} tokens)"),
-        ("image pooling", {"cls": "class token", "map": "attention pooling (MAP)", "mean": "mean of patch tokens"}[v.pooling_type]),
-        ("text tower", f"transformer, width {t.hidden_size}, depth {t.num_hidden_layers}, {t.num_attention_heads} heads, {t.vocab_size} tokens"),
-        ("text input", f"{t.max_position_embeddings} tokens" + (", padded to that length" if t.fixed_length_padding else "") + f", pooled at the {t.pooling_type} token"),
+        (
+            "image pooling",
+            {"cls": "class token", "map": "attention pooling (MAP)", "mean": "mean of patch tokens"}[v.pooling_type],
+        ),
+        (
+            "text tower",
+            f"transformer, width {t.hidden_size}, depth {t.num_hidden_layers}, {t.num_attention_heads} heads, {t.vocab_size} tokens",
+        ),
+        (
+            "text input",
+            f"{t.max_position_embeddings} tokens"
+            + (", padded to that length" if t.fixed_length_padding else "")
+            + f", pooled at the {t.pooling_type} token",
+        ),
         ("embedding", f"{config.projection_dim}-d"),
-        ("image-text loss", {"softmax": "softmax (CLIP-style, SILC-C)", "sigmoid": "sigmoid (SigLIP-style, SILC-S)"}[config.loss_type]),
+        (
+            "image-text loss",
+            {"softmax": "softmax (CLIP-style, SILC-C)", "sigmoid": "sigmoid (SigLIP-style, SILC-S)"}[config.loss_type],
+        ),
     ]
     return "\n".join(["| | |", "|---|---|"] + [f"| {name} | {value} |" for name, value in rows])
 
 
 def _evaluation(results: list[dict]) -> str:
     if not results:
-        return "Not evaluated: no evaluation results were given to this card. Numbers will appear here only once measured."
+        return (
+            "Not evaluated: no evaluation results were given to this card. Numbers will appear here only once measured."
+        )
     lines = ["| task | dataset | split | metric | value |", "|---|---|---|---|---|"]
     for entry in results:
         for metric, value in entry["metrics"].items():
@@ -124,9 +143,14 @@ def render_model_card(
     entries = load_results(results)
     eval_results = [
         EvalResult(
-            task_type=entry["task"], task_name=TASK_NAMES.get(entry["task"]), dataset_type=entry["dataset"],
-            dataset_name=entry.get("dataset_name", entry["dataset"]), dataset_split=entry.get("split"),
-            metric_type=metric, metric_name=metric.replace("_", " "), metric_value=value,
+            task_type=entry["task"],
+            task_name=TASK_NAMES.get(entry["task"]),
+            dataset_type=entry["dataset"],
+            dataset_name=entry.get("dataset_name", entry["dataset"]),
+            dataset_split=entry.get("split"),
+            metric_type=metric,
+            metric_name=metric.replace("_", " "),
+            metric_value=value,
         )
         for entry in entries
         for metric, value in entry["metrics"].items()
@@ -199,8 +223,15 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     config = SilcConfig.from_pretrained(args.folder)
     path = write_model_card(
-        args.folder, config, args.name, repo_id=args.repo_id, results=args.results, provenance=args.provenance,
-        base_model=args.base_model, datasets=args.dataset, license=args.license,
+        args.folder,
+        config,
+        args.name,
+        repo_id=args.repo_id,
+        results=args.results,
+        provenance=args.provenance,
+        base_model=args.base_model,
+        datasets=args.dataset,
+        license=args.license,
     )
     print(f"Wrote {path}")
 

@@ -183,7 +183,9 @@ class SilcEncoderLayer(GradientCheckpointingLayer):
         self.layer_norm2 = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.mlp = SilcMLP(config)
 
-    def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs) -> torch.Tensor:
+    def forward(
+        self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs
+    ) -> torch.Tensor:
         attn_output, _ = self.self_attn(self.layer_norm1(hidden_states), attention_mask=attention_mask, **kwargs)
         hidden_states = hidden_states + attn_output
         return hidden_states + self.mlp(self.layer_norm2(hidden_states))
@@ -231,7 +233,9 @@ class SilcAttentionPoolingHead(nn.Module):
         return tokens + self.mlp(self.layernorm(tokens))
 
 
-def interpolate_position_embeddings(weight: torch.Tensor, num_prefix_tokens: int, height: int, width: int) -> torch.Tensor:
+def interpolate_position_embeddings(
+    weight: torch.Tensor, num_prefix_tokens: int, height: int, width: int
+) -> torch.Tensor:
     """Resize a `(prefix + side * side, hidden)` table to a `height x width` patch grid, bicubically (as in DINO
     and transformers' ViTs); prefix (class token) rows are kept. Returns `(prefix + height * width, hidden)`."""
     prefix, patch_pos = weight[:num_prefix_tokens], weight[num_prefix_tokens:]
@@ -268,7 +272,9 @@ class SilcVisionEmbeddings(nn.Module):
 
     def interpolate_pos_encoding(self, height: int, width: int) -> torch.Tensor:
         """Position embeddings for a `height x width` patch grid: `(1, prefix + height * width, hidden)`."""
-        return interpolate_position_embeddings(self.position_embedding.weight, self.num_prefix_tokens, height, width).unsqueeze(0)
+        return interpolate_position_embeddings(
+            self.position_embedding.weight, self.num_prefix_tokens, height, width
+        ).unsqueeze(0)
 
     def forward(self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False) -> torch.Tensor:
         _, _, height, width = pixel_values.shape
@@ -375,7 +381,9 @@ class SilcVisionModel(SilcPreTrainedModel):
     def __init__(self, config: SilcVisionConfig):
         super().__init__(config)
         self.embeddings = SilcVisionEmbeddings(config)
-        self.pre_layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps) if config.pre_layernorm else None
+        self.pre_layernorm = (
+            nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps) if config.pre_layernorm else None
+        )
         self.encoder = SilcEncoder(config)
         self.post_layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.head = SilcAttentionPoolingHead(config) if config.pooling_type == "map" else None
@@ -539,7 +547,9 @@ class SilcTextModel(SilcPreTrainedModel):
                 config=self.config, inputs_embeds=hidden_states, attention_mask=padding_mask, cache=None
             )
         else:
-            mask = create_bidirectional_mask(config=self.config, inputs_embeds=hidden_states, attention_mask=padding_mask)
+            mask = create_bidirectional_mask(
+                config=self.config, inputs_embeds=hidden_states, attention_mask=padding_mask
+            )
         encoded = self.encoder(inputs_embeds=hidden_states, attention_mask=mask, **kwargs).last_hidden_state
         last_hidden_state = self.final_layer_norm(encoded)
         pooled = self.pool(last_hidden_state, input_ids, padding_mask)
@@ -589,7 +599,9 @@ class SilcModel(SilcPreTrainedModel):
     ) -> SilcTextModelOutput:
         """Text tower output whose `pooler_output` is the projected (unnormalised) text embedding, as
         `CLIPModel.get_text_features` in transformers 5; `text_embeds` holds the same tensor."""
-        outputs = self.text_model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, **kwargs)
+        outputs = self.text_model(
+            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, **kwargs
+        )
         outputs.pooler_output = outputs.text_embeds
         return outputs
 
@@ -599,7 +611,9 @@ class SilcModel(SilcPreTrainedModel):
     ) -> SilcVisionModelOutput:
         """Image tower output whose `pooler_output` is the projected (unnormalised) image embedding, as
         `CLIPModel.get_image_features` in transformers 5; `image_embeds` holds the same tensor."""
-        outputs = self.vision_model(pixel_values=pixel_values, interpolate_pos_encoding=interpolate_pos_encoding, **kwargs)
+        outputs = self.vision_model(
+            pixel_values=pixel_values, interpolate_pos_encoding=interpolate_pos_encoding, **kwargs
+        )
         outputs.pooler_output = outputs.image_embeds
         return outputs
 

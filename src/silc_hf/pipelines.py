@@ -29,7 +29,11 @@ class SilcZeroShotImageClassificationPipeline(ZeroShotImageClassificationPipelin
         preprocess_params, forward_params, postprocess_params = super()._sanitize_parameters(**kwargs)
         # Unlike the stock pipeline, truncate labels that would not fit the text tower (and honour tokenizer_kwargs).
         max_length = self.model.config.text_config.max_position_embeddings
-        preprocess_params["tokenizer_kwargs"] = {"truncation": True, "max_length": max_length, **(tokenizer_kwargs or {})}
+        preprocess_params["tokenizer_kwargs"] = {
+            "truncation": True,
+            "max_length": max_length,
+            **(tokenizer_kwargs or {}),
+        }
         if score_function is not None:
             if score_function not in SCORE_FUNCTIONS:
                 raise ValueError(f"score_function={score_function!r} is not supported; use 'softmax' or 'sigmoid'.")

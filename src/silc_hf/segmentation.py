@@ -49,9 +49,13 @@ def encode_class_names(model, tokenizer, class_names: list[str], templates=DEFAU
     return F.normalize(embeds, dim=-1)
 
 
-def _patch_scores(model, pixel_values: torch.Tensor, text_embeds: torch.Tensor, method: str, interpolate: bool) -> torch.Tensor:
+def _patch_scores(
+    model, pixel_values: torch.Tensor, text_embeds: torch.Tensor, method: str, interpolate: bool
+) -> torch.Tensor:
     """Class logits per patch `(batch, C, grid_h, grid_w)`: scaled cosine similarity plus bias."""
-    dense = model.get_dense_image_features(pixel_values.to(model.device, model.dtype), method, interpolate_pos_encoding=interpolate)
+    dense = model.get_dense_image_features(
+        pixel_values.to(model.device, model.dtype), method, interpolate_pos_encoding=interpolate
+    )
     dense = F.normalize(dense.float(), dim=-1)  # (batch, grid_h, grid_w, dim)
     logits = dense @ text_embeds.t() * model.logit_scale.float().exp() + model.logit_bias.float()
     return logits.permute(0, 3, 1, 2)
@@ -100,7 +104,9 @@ def segment_pixels(
     return total / count
 
 
-def logits_to_result(logits: torch.Tensor, class_names: list[str], loss_type: str, background_threshold: float | None) -> SegmentationResult:
+def logits_to_result(
+    logits: torch.Tensor, class_names: list[str], loss_type: str, background_threshold: float | None
+) -> SegmentationResult:
     """Per-pixel probabilities (softmax or sigmoid, as the model was trained) and labels."""
     scores = logits.softmax(dim=0) if loss_type == "softmax" else logits.sigmoid()
     best, labels = scores.max(dim=0)
@@ -167,17 +173,28 @@ class SilcZeroShotImageSegmentationPipeline(Pipeline):
     _load_tokenizer = True
 
     def _sanitize_parameters(
-        self, candidate_labels=None, hypothesis_template=None, method=None, background_threshold=None,
-        sliding_window=None, return_label_map=None, timeout=None, **kwargs,
+        self,
+        candidate_labels=None,
+        hypothesis_template=None,
+        method=None,
+        background_threshold=None,
+        sliding_window=None,
+        return_label_map=None,
+        timeout=None,
+        **kwargs,
     ):
         preprocess = {}
         if candidate_labels is not None:
             preprocess["candidate_labels"] = candidate_labels
         if hypothesis_template is not None:
-            preprocess["templates"] = [hypothesis_template] if isinstance(hypothesis_template, str) else list(hypothesis_template)
+            preprocess["templates"] = (
+                [hypothesis_template] if isinstance(hypothesis_template, str) else list(hypothesis_template)
+            )
         if timeout is not None:
             preprocess["timeout"] = timeout
-        forward = {key: value for key, value in (("method", method), ("sliding_window", sliding_window)) if value is not None}
+        forward = {
+            key: value for key, value in (("method", method), ("sliding_window", sliding_window)) if value is not None
+        }
         postprocess = {}
         if background_threshold is not None:
             postprocess["background_threshold"] = background_threshold
@@ -195,7 +212,12 @@ class SilcZeroShotImageSegmentationPipeline(Pipeline):
 
         image = load_image(image, timeout=timeout)
         resized, full = segmentation_inputs(self.image_processor, image, self.model.config.vision_config.image_size)
-        return {"resized": resized, "full": full, "candidate_labels": list(candidate_labels), "templates": tuple(templates)}
+        return {
+            "resized": resized,
+            "full": full,
+            "candidate_labels": list(candidate_labels),
+            "templates": tuple(templates),
+        }
 
     def _forward(self, inputs, method="value", sliding_window=True):
         text_embeds = encode_class_names(self.model, self.tokenizer, inputs["candidate_labels"], inputs["templates"])
@@ -203,7 +225,9 @@ class SilcZeroShotImageSegmentationPipeline(Pipeline):
         return {"logits": logits, "candidate_labels": inputs["candidate_labels"]}
 
     def postprocess(self, outputs, background_threshold=None, return_label_map=False):
-        result = logits_to_result(outputs["logits"], outputs["candidate_labels"], self.model.config.loss_type, background_threshold)
+        result = logits_to_result(
+            outputs["logits"], outputs["candidate_labels"], self.model.config.loss_type, background_threshold
+        )
         segments = result_to_pipeline_output(result)
         if return_label_map:
             return {"segments": segments, "label_map": result.labels}

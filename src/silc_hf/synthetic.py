@@ -83,12 +83,28 @@ def _polygon(shape: str, cx: float, cy: float, half: float, angle: float) -> lis
         points = [(math.cos(angle + k * 2 * math.pi / 3), math.sin(angle + k * 2 * math.pi / 3)) for k in range(3)]
     elif shape == "star":
         points = [
-            ((1.0 if k % 2 == 0 else 0.45) * math.cos(angle + k * math.pi / 5), (1.0 if k % 2 == 0 else 0.45) * math.sin(angle + k * math.pi / 5))
+            (
+                (1.0 if k % 2 == 0 else 0.45) * math.cos(angle + k * math.pi / 5),
+                (1.0 if k % 2 == 0 else 0.45) * math.sin(angle + k * math.pi / 5),
+            )
             for k in range(10)
         ]
     else:  # cross
         arm = 0.35
-        outline = [(-arm, -1), (arm, -1), (arm, -arm), (1, -arm), (1, arm), (arm, arm), (arm, 1), (-arm, 1), (-arm, arm), (-1, arm), (-1, -arm), (-arm, -arm)]
+        outline = [
+            (-arm, -1),
+            (arm, -1),
+            (arm, -arm),
+            (1, -arm),
+            (1, arm),
+            (arm, arm),
+            (arm, 1),
+            (-arm, 1),
+            (-arm, arm),
+            (-1, arm),
+            (-1, -arm),
+            (-arm, -arm),
+        ]
         c, s = math.cos(angle), math.sin(angle)
         points = [(u * c - v * s, u * s + v * c) for u, v in outline]
     return [(cx + half * u, cy + half * v) for u, v in points]
@@ -150,7 +166,9 @@ def as_dataset(split: str, num_examples: int, seed: int = 0, image_size: int = 6
 
     scenes = list(generate(split, num_examples, seed, image_size))
     features = datasets.Features(
-        image=datasets.Image(), mask=datasets.Image(), text=datasets.Value("string"),
+        image=datasets.Image(),
+        mask=datasets.Image(),
+        text=datasets.Value("string"),
         label=datasets.ClassLabel(names=list(SHAPES)),
     )
     return datasets.Dataset.from_dict(
@@ -170,7 +188,14 @@ def _png(image: Image.Image) -> bytes:
     return buffer.getvalue()
 
 
-def export(output_dir: str, sizes: dict[str, int], seed: int = 0, image_size: int = 64, fmt: str = "imagefolder", shard_size: int = 1000) -> None:
+def export(
+    output_dir: str,
+    sizes: dict[str, int],
+    seed: int = 0,
+    image_size: int = 64,
+    fmt: str = "imagefolder",
+    shard_size: int = 1000,
+) -> None:
     """Write the splits under `output_dir/<split>` as an imagefolder (image, mask, metadata.jsonl) or as
     webdataset shards (`<key>.png`, `<key>.mask.png`, `<key>.txt`, `<key>.json`)."""
     if fmt not in ("imagefolder", "webdataset"):
@@ -191,8 +216,12 @@ def export(output_dir: str, sizes: dict[str, int], seed: int = 0, image_size: in
                 if tar is not None:
                     tar.close()
                 tar = tarfile.open(os.path.join(folder, f"{index // shard_size:05d}.tar"), "w")
-            members = {"png": _png(scene.image), "mask.png": _png(Image.fromarray(scene.mask)),
-                       "txt": scene.caption.encode(), "json": json.dumps(meta).encode()}
+            members = {
+                "png": _png(scene.image),
+                "mask.png": _png(Image.fromarray(scene.mask)),
+                "txt": scene.caption.encode(),
+                "json": json.dumps(meta).encode(),
+            }
             for suffix, data in members.items():
                 info = tarfile.TarInfo(f"{key}.{suffix}")
                 info.size = len(data)

@@ -37,7 +37,9 @@ class SilcTrainingArguments(MultiCropArguments, TrainingArguments):
         default=0, metadata={"help": "optimizer step at which distillation starts (teacher copied from the student)"}
     )
     teacher_momentum: float = field(default=0.999, metadata={"help": "EMA momentum of the teacher (fixed in SILC)"})
-    teacher_momentum_schedule: str = field(default="constant", metadata={"help": "'constant' or 'cosine' (to teacher_momentum_end)"})
+    teacher_momentum_schedule: str = field(
+        default="constant", metadata={"help": "'constant' or 'cosine' (to teacher_momentum_end)"}
+    )
     teacher_momentum_end: float = field(default=1.0, metadata={"help": "final momentum of the cosine schedule"})
     student_temperature: float = 0.1
     teacher_temperature: float = 0.07
@@ -46,7 +48,9 @@ class SilcTrainingArguments(MultiCropArguments, TrainingArguments):
         default=0.1, metadata={"help": "fraction of the distillation steps over which the teacher temperature warms up"}
     )
     center_momentum: float = 0.9
-    centering: str = field(default="ema", metadata={"help": "'ema' (DINO center) or 'sinkhorn' (DINOv2 Sinkhorn-Knopp)"})
+    centering: str = field(
+        default="ema", metadata={"help": "'ema' (DINO center) or 'sinkhorn' (DINOv2 Sinkhorn-Knopp)"}
+    )
     head_num_prototypes: int = 65536
     head_hidden_dim: int = 2048
     head_bottleneck_dim: int = 256
@@ -56,10 +60,16 @@ class SilcTrainingArguments(MultiCropArguments, TrainingArguments):
     )
     head_freeze_prototypes_steps: int = field(
         default=1250,
-        metadata={"help": "distillation steps during which the head's prototypes do not move (DINO's freeze_last_layer)"},
+        metadata={
+            "help": "distillation steps during which the head's prototypes do not move (DINO's freeze_last_layer)"
+        },
     )
-    max_logit_scale: float = field(default=100.0, metadata={"help": "softmax models: clamp exp(logit_scale) after each step"})
-    remove_unused_columns: bool = field(default=False, metadata={"help": "must stay False: the batch is built by the collator"})
+    max_logit_scale: float = field(
+        default=100.0, metadata={"help": "softmax models: clamp exp(logit_scale) after each step"}
+    )
+    remove_unused_columns: bool = field(
+        default=False, metadata={"help": "must stay False: the batch is built by the collator"}
+    )
 
     def __post_init__(self):
         if self.ddp_find_unused_parameters is None:
@@ -124,7 +134,9 @@ class SilcTrainer(Trainer):
         self._skipped_samples = 0
 
     @staticmethod
-    def build_pretraining_model(student: SilcModel, args: SilcTrainingArguments, processing_class=None) -> SilcPretrainingModel:
+    def build_pretraining_model(
+        student: SilcModel, args: SilcTrainingArguments, processing_class=None
+    ) -> SilcPretrainingModel:
         """Wrap a `SilcModel` with the head, teacher and loss configured by `args`."""
         image_processor = getattr(processing_class, "image_processor", None)
         return SilcPretrainingModel(
@@ -171,14 +183,20 @@ class SilcTrainer(Trainer):
     def teacher_temperature_at(self, step: int) -> float:
         warmup = round(self.args.teacher_temperature_warmup_ratio * self._distill_steps())
         return linear_warmup(
-            self.args.teacher_temperature_warmup_start, self.args.teacher_temperature, step - self.args.distill_start_step, warmup
+            self.args.teacher_temperature_warmup_start,
+            self.args.teacher_temperature,
+            step - self.args.distill_start_step,
+            warmup,
         )
 
     def teacher_momentum_at(self, step: int) -> float:
         if self.args.teacher_momentum_schedule == "constant":
             return self.args.teacher_momentum
         return cosine_schedule(
-            self.args.teacher_momentum, self.args.teacher_momentum_end, step - self.args.distill_start_step, self._distill_steps()
+            self.args.teacher_momentum,
+            self.args.teacher_momentum_end,
+            step - self.args.distill_start_step,
+            self._distill_steps(),
         )
 
     # --- the step --------------------------------------------------------------------------------------
@@ -224,7 +242,9 @@ class SilcTrainer(Trainer):
         if "loss" in logs:  # a training log: add the parts since the last one
             for name, values in self._parts.items():
                 mean = torch.stack(values).mean()
-                logs[name] = self.accelerator.reduce(mean, reduction="mean").item() if self.args.world_size > 1 else mean.item()
+                logs[name] = (
+                    self.accelerator.reduce(mean, reduction="mean").item() if self.args.world_size > 1 else mean.item()
+                )
             self._parts.clear()
             wrapper = self.pretraining_model
             step = max(self.state.global_step - 1, 0)  # the last completed step, whose losses are logged

@@ -1,8 +1,8 @@
 """Command line: convert a checkpoint into a SILC folder (model + processor + model card) that `AutoModel` loads.
 
-    python -m silc_hf.convert hf-clip openai/clip-vit-base-patch16 ./silc-from-clip
-    python -m silc_hf.convert hf-siglip google/siglip-base-patch16-224 ./silc-from-siglip
-    python -m silc_hf.convert big-vision silc_b16.npz ./silc-b16 --tokenizer path/to/spiece.model [--push-to-hub org/silc-b16]
+python -m silc_hf.convert hf-clip openai/clip-vit-base-patch16 ./silc-from-clip
+python -m silc_hf.convert hf-siglip google/siglip-base-patch16-224 ./silc-from-siglip
+python -m silc_hf.convert big-vision silc_b16.npz ./silc-b16 --tokenizer path/to/spiece.model [--push-to-hub org/silc-b16]
 """
 
 import argparse
@@ -28,7 +28,12 @@ def convert_hf(kind: str, source: str, output_dir: str) -> None:
     processor = silc_processor_from(source, fixed_text_length=fixed_length)
     model.save_pretrained(output_dir)
     processor.save_pretrained(output_dir)
-    write_model_card(output_dir, model.config, base_model=source, provenance=f"Converted from the `transformers` {kind[3:].upper()} checkpoint `{source}` with `python -m silc_hf.convert {kind}`.")
+    write_model_card(
+        output_dir,
+        model.config,
+        base_model=source,
+        provenance=f"Converted from the `transformers` {kind[3:].upper()} checkpoint `{source}` with `python -m silc_hf.convert {kind}`.",
+    )
     print(f"Wrote a SILC folder to {output_dir}")
 
 
@@ -41,7 +46,9 @@ def load_tokenizer(name_or_path: str, max_length: int):
 
             tokenizer = SiglipTokenizer(vocab_file=name_or_path, model_max_length=max_length)
         except ImportError as error:
-            raise ImportError(f"Reading {name_or_path} needs sentencepiece: pip install sentencepiece ({error}).") from error
+            raise ImportError(
+                f"Reading {name_or_path} needs sentencepiece: pip install sentencepiece ({error})."
+            ) from error
     else:
         tokenizer = AutoTokenizer.from_pretrained(name_or_path)
     tokenizer.model_max_length = max_length
@@ -73,15 +80,22 @@ def convert_big_vision(
         pad_token_id = text_tokenizer.pad_token_id if pad_token_id is None else pad_token_id
         eos_token_id = text_tokenizer.eos_token_id if eos_token_id is None else eos_token_id
     model, report = from_big_vision(
-        checkpoint, text_pooling=text_pooling, loss_type=loss_type,
-        pad_token_id=1 if pad_token_id is None else pad_token_id, eos_token_id=1 if eos_token_id is None else eos_token_id,
-        image_size=image_size, return_report=True,
+        checkpoint,
+        text_pooling=text_pooling,
+        loss_type=loss_type,
+        pad_token_id=1 if pad_token_id is None else pad_token_id,
+        eos_token_id=1 if eos_token_id is None else eos_token_id,
+        image_size=image_size,
+        return_report=True,
     )
     print(report)
     size = model.config.vision_config.image_size
     # big_vision SigLIP/SILC preprocessing: resize(size) | value_range(-1, 1)
     image_processor = SilcImageProcessor(
-        size={"height": size, "width": size}, resample=PILImageResampling.BILINEAR, image_mean=[0.5] * 3, image_std=[0.5] * 3
+        size={"height": size, "width": size},
+        resample=PILImageResampling.BILINEAR,
+        image_mean=[0.5] * 3,
+        image_std=[0.5] * 3,
     )
     model.save_pretrained(output_dir)
     if text_tokenizer is not None:
@@ -90,13 +104,18 @@ def convert_big_vision(
                 f"The tokenizer has {len(text_tokenizer)} tokens but the text tower only {model.config.text_config.vocab_size}; "
                 "it is not the tokenizer this checkpoint was trained with."
             )
-        SilcProcessor(image_processor, text_tokenizer, fixed_text_length=model.config.text_config.max_position_embeddings).save_pretrained(output_dir)
+        SilcProcessor(
+            image_processor, text_tokenizer, fixed_text_length=model.config.text_config.max_position_embeddings
+        ).save_pretrained(output_dir)
     else:
         image_processor.save_pretrained(output_dir)
         print("No --tokenizer given: the folder has no tokenizer, so text inputs and the pipelines need one passed in.")
     name = os.path.basename(os.path.normpath(output_dir))
     write_model_card(
-        output_dir, model.config, model_name=name, results=results,
+        output_dir,
+        model.config,
+        model_name=name,
+        results=results,
         provenance=f"Converted from the big_vision checkpoint `{os.path.basename(checkpoint)}` with "
         f"`python -m silc_hf.convert big-vision` ({len(report.consumed)} parameters; skipped: "
         f"{', '.join(sorted(report.skipped)) or 'none'}).",
@@ -105,7 +124,9 @@ def convert_big_vision(
         from huggingface_hub import HfApi
 
         HfApi().create_repo(push_to_hub, exist_ok=True)
-        HfApi().upload_folder(folder_path=output_dir, repo_id=push_to_hub, commit_message="Add SILC model converted from big_vision")
+        HfApi().upload_folder(
+            folder_path=output_dir, repo_id=push_to_hub, commit_message="Add SILC model converted from big_vision"
+        )
     print(f"Wrote a SILC folder to {output_dir}" + (f" and pushed it to {push_to_hub}" if push_to_hub else ""))
 
 
@@ -121,8 +142,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("output_dir", help="where to write the SILC folder")
     p.add_argument("--tokenizer", help="a SentencePiece .model file, or any HF tokenizer folder / Hub id")
     p.add_argument("--image-size", type=int, help="resample the position embeddings to this resolution")
-    p.add_argument("--text-pooling", choices=["last", "first", "mean"], default="last", help="the text tower's pooling (SigLIP/SILC: last)")
-    p.add_argument("--loss-type", choices=["softmax", "sigmoid"], help="default: sigmoid if the checkpoint has a bias `b`")
+    p.add_argument(
+        "--text-pooling",
+        choices=["last", "first", "mean"],
+        default="last",
+        help="the text tower's pooling (SigLIP/SILC: last)",
+    )
+    p.add_argument(
+        "--loss-type", choices=["softmax", "sigmoid"], help="default: sigmoid if the checkpoint has a bias `b`"
+    )
     p.add_argument("--pad-token-id", type=int, help="default: the tokenizer's, else 1 (big_vision SigLIP)")
     p.add_argument("--eos-token-id", type=int, help="default: the tokenizer's, else 1")
     p.add_argument("--results", help="evaluation results JSON to put in the model card")
@@ -130,8 +158,16 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.kind == "big-vision":
         convert_big_vision(
-            args.checkpoint, args.output_dir, args.tokenizer, args.image_size, args.text_pooling, args.loss_type,
-            args.pad_token_id, args.eos_token_id, args.results, args.push_to_hub,
+            args.checkpoint,
+            args.output_dir,
+            args.tokenizer,
+            args.image_size,
+            args.text_pooling,
+            args.loss_type,
+            args.pad_token_id,
+            args.eos_token_id,
+            args.results,
+            args.push_to_hub,
         )
     else:
         convert_hf(args.kind, args.source, args.output_dir)

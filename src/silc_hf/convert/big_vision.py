@@ -69,7 +69,9 @@ class _Tree:
 
     def get(self, key: str, shape: tuple | None = None, mark: bool = True) -> np.ndarray:
         if key not in self.flat:
-            raise KeyError(f"{self.source} lacks the parameter {key!r}; the checkpoint is incomplete or not a two-tower model.")
+            raise KeyError(
+                f"{self.source} lacks the parameter {key!r}; the checkpoint is incomplete or not a two-tower model."
+            )
         value = self.flat[key]
         if shape is not None and tuple(value.shape) != tuple(shape):
             raise ValueError(
@@ -81,11 +83,15 @@ class _Tree:
         return value
 
     def depth(self, prefix: str) -> int:
-        indices = {int(m.group(1)) for key in self.flat if (m := re.match(re.escape(prefix) + r"/encoderblock_(\d+)/", key))}
+        indices = {
+            int(m.group(1)) for key in self.flat if (m := re.match(re.escape(prefix) + r"/encoderblock_(\d+)/", key))
+        }
         if not indices:
             raise KeyError(f"{self.source} has no transformer blocks under {prefix!r}.")
         if indices != set(range(len(indices))):
-            raise KeyError(f"{self.source}: blocks under {prefix!r} are not numbered 0..{len(indices) - 1}: {sorted(indices)}")
+            raise KeyError(
+                f"{self.source}: blocks under {prefix!r} are not numbered 0..{len(indices) - 1}: {sorted(indices)}"
+            )
         return len(indices)
 
 
@@ -221,13 +227,22 @@ def convert_state_dict(flat: dict[str, np.ndarray], config: SilcConfig, source: 
     _layer_norm(tree, "img/Transformer/encoder_norm", "vision_model.post_layernorm", width, out)
     if vision.pooling_type == "map":
         out["vision_model.head.probe"] = _t(tree.get("img/MAPHead_0/probe", (1, 1, width)))
-        _attention(tree, "img/MAPHead_0/MultiHeadDotProductAttention_0", "vision_model.head.attention", width, vision.num_attention_heads, out)
+        _attention(
+            tree,
+            "img/MAPHead_0/MultiHeadDotProductAttention_0",
+            "vision_model.head.attention",
+            width,
+            vision.num_attention_heads,
+            out,
+        )
         _layer_norm(tree, "img/MAPHead_0/LayerNorm_0", "vision_model.head.layernorm", width, out)
         _mlp(tree, "img/MAPHead_0/MlpBlock_0", "vision_model.head.mlp", width, vision.intermediate_size, out)
     _projection(tree, "img/head", "vision_model", vision, out)
 
     text_width = text.hidden_size
-    out["text_model.embeddings.token_embedding.weight"] = _t(tree.get("txt/Embed_0/embedding", (text.vocab_size, text_width)))
+    out["text_model.embeddings.token_embedding.weight"] = _t(
+        tree.get("txt/Embed_0/embedding", (text.vocab_size, text_width))
+    )
     out["text_model.embeddings.position_embedding.weight"] = _t(
         tree.get("txt/pos_embedding", (1, text.max_position_embeddings, text_width))[0]
     )
@@ -246,7 +261,9 @@ def convert_state_dict(flat: dict[str, np.ndarray], config: SilcConfig, source: 
     for key in sorted(set(flat) - tree.taken):
         top = key.split("/", 1)[0]
         if top in ("img", "txt", "t", "b"):
-            raise KeyError(f"{source}: {key!r} is not a parameter this converter knows how to place; refusing to drop it.")
+            raise KeyError(
+                f"{source}: {key!r} is not a parameter this converter knows how to place; refusing to drop it."
+            )
         report.skipped[key] = TRAINING_SUBTREES.get(top, f"not part of the two-tower model (subtree {top!r})")
     return out, report
 
@@ -281,7 +298,9 @@ def from_big_vision(
             raise ValueError(f"image_size={image_size} is not a multiple of the patch size {vision.patch_size}.")
         key = "vision_model.embeddings.position_embedding.weight"
         grid = image_size // vision.patch_size
-        state_dict[key] = interpolate_position_embeddings(state_dict[key], int(vision.pooling_type == "cls"), grid, grid)
+        state_dict[key] = interpolate_position_embeddings(
+            state_dict[key], int(vision.pooling_type == "cls"), grid, grid
+        )
         report.adapted[key] = f"resampled from {vision.image_size} px to {image_size} px"
         vision.image_size = image_size
     model = load_converted_state_dict(SilcModel(config), state_dict, report)

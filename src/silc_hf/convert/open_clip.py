@@ -16,14 +16,40 @@ from .common import ConversionReport, load_converted_state_dict
 
 # open_clip config fields whose non-default values build towers this converter does not reproduce.
 _UNSUPPORTED = {
-    "vision_cfg": {"timm_model_name": None, "attentional_pool": False, "ls_init_value": None, "no_ln_pre": False,
-                   "pos_embed_type": "learnable", "final_ln_after_pool": False, "pool_type": "tok", "qk_norm": False,
-                   "scaled_cosine_attn": False, "scale_heads": False, "scale_attn_inner": False, "scale_attn": False,
-                   "scale_fc": False, "act_kwargs": None, "norm_kwargs": None},
-    "text_cfg": {"hf_model_name": None, "embed_cls": False, "ls_init_value": None, "no_causal_mask": False,
-                 "final_ln_after_pool": False, "proj_type": "linear", "proj_bias": False, "qk_norm": False,
-                 "scaled_cosine_attn": False, "scale_heads": False, "scale_attn_inner": False, "scale_attn": False,
-                 "scale_fc": False, "act_kwargs": None, "norm_kwargs": None},
+    "vision_cfg": {
+        "timm_model_name": None,
+        "attentional_pool": False,
+        "ls_init_value": None,
+        "no_ln_pre": False,
+        "pos_embed_type": "learnable",
+        "final_ln_after_pool": False,
+        "pool_type": "tok",
+        "qk_norm": False,
+        "scaled_cosine_attn": False,
+        "scale_heads": False,
+        "scale_attn_inner": False,
+        "scale_attn": False,
+        "scale_fc": False,
+        "act_kwargs": None,
+        "norm_kwargs": None,
+    },
+    "text_cfg": {
+        "hf_model_name": None,
+        "embed_cls": False,
+        "ls_init_value": None,
+        "no_causal_mask": False,
+        "final_ln_after_pool": False,
+        "proj_type": "linear",
+        "proj_bias": False,
+        "qk_norm": False,
+        "scaled_cosine_attn": False,
+        "scale_heads": False,
+        "scale_attn_inner": False,
+        "scale_attn": False,
+        "scale_fc": False,
+        "act_kwargs": None,
+        "norm_kwargs": None,
+    },
 }
 _TEXT_POOLING = {"argmax": "argmax", "eos": "eos", "first": "first", "last": "last"}
 
@@ -35,7 +61,9 @@ def open_clip_config_to_silc(model_config: dict) -> SilcConfig:
         cfg = vision if section == "vision_cfg" else text
         for key, default in defaults.items():
             if cfg.get(key, default) != default:
-                raise ValueError(f"open_clip {section}.{key}={cfg[key]!r} builds a tower SILC does not reproduce; only plain ViT CLIP towers convert.")
+                raise ValueError(
+                    f"open_clip {section}.{key}={cfg[key]!r} builds a tower SILC does not reproduce; only plain ViT CLIP towers convert."
+                )
     if not isinstance(vision.get("layers", 12), int):
         raise ValueError(f"open_clip vision_cfg.layers={vision['layers']} is a ResNet; only ViT towers convert.")
     pool = text.get("pool_type", "argmax")
@@ -47,18 +75,36 @@ def open_clip_config_to_silc(model_config: dict) -> SilcConfig:
     return SilcConfig(
         loss_type="sigmoid" if model_config.get("init_logit_bias") is not None else "softmax",
         vision_config=dict(
-            hidden_size=v_width, intermediate_size=int(v_width * vision.get("mlp_ratio", 4.0)),
-            num_hidden_layers=vision.get("layers", 12), num_attention_heads=v_width // vision.get("head_width", 64),
-            image_size=vision.get("image_size", 224), patch_size=vision.get("patch_size", 16), hidden_act=act,
-            layer_norm_eps=1e-5, pooling_type="cls", pre_layernorm=True, patch_embedding_bias=False,
-            projection_dim=embed_dim, projection_bias=False,
+            hidden_size=v_width,
+            intermediate_size=int(v_width * vision.get("mlp_ratio", 4.0)),
+            num_hidden_layers=vision.get("layers", 12),
+            num_attention_heads=v_width // vision.get("head_width", 64),
+            image_size=vision.get("image_size", 224),
+            patch_size=vision.get("patch_size", 16),
+            hidden_act=act,
+            layer_norm_eps=1e-5,
+            pooling_type="cls",
+            pre_layernorm=True,
+            patch_embedding_bias=False,
+            projection_dim=embed_dim,
+            projection_bias=False,
         ),
         text_config=dict(
-            vocab_size=text.get("vocab_size", 49408), hidden_size=t_width, intermediate_size=int(t_width * text.get("mlp_ratio", 4.0)),
-            num_hidden_layers=text.get("layers", 12), num_attention_heads=text.get("heads", 8),
-            max_position_embeddings=text.get("context_length", 77), hidden_act=act, layer_norm_eps=1e-5,
-            pooling_type=_TEXT_POOLING[pool], causal_attention=True, use_padding_mask=False, fixed_length_padding=False,
-            projection_dim=embed_dim, projection_bias=False, pad_token_id=text.get("pad_id", 0),
+            vocab_size=text.get("vocab_size", 49408),
+            hidden_size=t_width,
+            intermediate_size=int(t_width * text.get("mlp_ratio", 4.0)),
+            num_hidden_layers=text.get("layers", 12),
+            num_attention_heads=text.get("heads", 8),
+            max_position_embeddings=text.get("context_length", 77),
+            hidden_act=act,
+            layer_norm_eps=1e-5,
+            pooling_type=_TEXT_POOLING[pool],
+            causal_attention=True,
+            use_padding_mask=False,
+            fixed_length_padding=False,
+            projection_dim=embed_dim,
+            projection_bias=False,
+            pad_token_id=text.get("pad_id", 0),
             eos_token_id=text.get("eos_id", 2) if pool == "eos" else None,
         ),
     )
@@ -77,21 +123,26 @@ def _load_state_dict(state_dict_or_path) -> dict[str, torch.Tensor]:
         state_dict = dict(state_dict_or_path)
     if "state_dict" in state_dict and isinstance(state_dict["state_dict"], dict):  # an open_clip training checkpoint
         state_dict = state_dict["state_dict"]
-    return {(k[len("module."):] if k.startswith("module.") else k): v for k, v in state_dict.items()}
+    return {(k[len("module.") :] if k.startswith("module.") else k): v for k, v in state_dict.items()}
 
 
 def _blocks(source: dict, src: str, dst: str, layers: int, out: dict, report: ConversionReport) -> None:
     for i in range(layers):
         s, d = f"{src}.resblocks.{i}", f"{dst}.encoder.layers.{i}"
         mapping = {
-            "ln_1": "layer_norm1", "ln_2": "layer_norm2", "attn.out_proj": "self_attn.out_proj",
-            "mlp.c_fc": "mlp.fc1", "mlp.c_proj": "mlp.fc2",
+            "ln_1": "layer_norm1",
+            "ln_2": "layer_norm2",
+            "attn.out_proj": "self_attn.out_proj",
+            "mlp.c_fc": "mlp.fc1",
+            "mlp.c_proj": "mlp.fc2",
         }
         for old, new in mapping.items():
             for kind in ("weight", "bias"):
                 out[f"{d}.{new}.{kind}"] = _take(source, f"{s}.{old}.{kind}", report)
         for kind in ("weight", "bias"):  # nn.MultiheadAttention packs q, k, v
-            for name, part in zip(("q_proj", "k_proj", "v_proj"), _take(source, f"{s}.attn.in_proj_{kind}", report).chunk(3)):
+            for name, part in zip(
+                ("q_proj", "k_proj", "v_proj"), _take(source, f"{s}.attn.in_proj_{kind}", report).chunk(3)
+            ):
                 out[f"{d}.self_attn.{name}.{kind}"] = part
 
 
