@@ -14,6 +14,7 @@ one, or "silc-b16"); command-line arguments override the file.
 import argparse
 import json
 
+import torch
 import yaml
 from transformers import HfArgumentParser
 
@@ -43,7 +44,12 @@ def parse_args(argv: list[str] | None = None):
 
 
 def main(argv: list[str] | None = None) -> SilcTrainer:
-    return run_training(*parse_args(argv))
+    try:
+        return run_training(*parse_args(argv))
+    finally:
+        # Under torchrun, leaving the process group to interpreter teardown can abort a rank (gloo threads).
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":
