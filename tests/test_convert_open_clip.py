@@ -6,6 +6,7 @@ torch build), so those imports are served by inert stand-ins while open_clip is 
 forward compared below is open_clip's own code.
 """
 
+import importlib
 import sys
 import types
 
@@ -42,12 +43,9 @@ class _InertModule(types.ModuleType):
 
 
 def _import_open_clip():
-    try:
-        import torchvision  # noqa: F401
-
-        import open_clip
-
-        return open_clip
+    try:  # a working torchvision: import open_clip as is
+        importlib.import_module("torchvision")
+        return importlib.import_module("open_clip")
     except ImportError:
         pass
     names = [
