@@ -23,7 +23,7 @@ TOWER = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_atte
 
 def clip_tokenizer() -> CLIPTokenizer:
     """A CLIP BPE tokenizer trained in memory on the test vocabulary."""
-    return train_clip_tokenizer([" ".join(WORDS) + ". ,"] * 3, vocab_size=400)
+    return train_clip_tokenizer([" ".join(WORDS) + ". ,"] * 3, vocab_size=600)
 
 
 def tiny_silc_config(**overrides) -> SilcConfig:

@@ -85,7 +85,7 @@ def train(output_dir: str, data_dir: str, max_steps: int, distill_weight: float,
         seed=seed,
         **{**DEMO_TRAINING, **overrides},
     )
-    model_args = SilcModelArguments(train_tokenizer=True, tokenizer_vocab_size=512)
+    model_args = SilcModelArguments(train_tokenizer=True, tokenizer_vocab_size=1024)
     data_args = SilcDataArguments(train_data=os.path.join(data_dir, "train"))
     return run_training(model_args, data_args, args, inline_config=DEMO_MODEL)
 
