@@ -199,3 +199,26 @@ def test_sinkhorn_targets_balance_the_prototypes_and_keep_the_ranking():
     torch.testing.assert_close(differences, differences.mean().expand(4))
     with pytest.raises(ValueError, match="centering='kmeans' is not supported"):
         DistillationLoss(4, centering="kmeans")
+
+
+def test_teacher_diagnostics_equal_hand_computations():
+    from silc_hf.losses import teacher_diagnostics
+
+    # 4 teacher rows over K = 4 prototypes: one-hot on 0, one-hot on 2, uniform, (0.5, 0.5, 0, 0)
+    probs = torch.tensor(
+        [[1.0, 0, 0, 0], [0, 0, 1.0, 0], [0.25, 0.25, 0.25, 0.25], [0.5, 0.5, 0, 0]], dtype=torch.float64
+    )
+    # per-sample entropies 0, 0, ln 4, ln 2; batch mean distribution (0.4375, 0.1875, 0.3125, 0.0625)
+    mean = [0.4375, 0.1875, 0.3125, 0.0625]
+    # student bottlenecks: view 1 pairs (0,1)=0, (0,2)=1, (1,2)=0 -> 1/3; view 2 pairs cos 0.6, 0.8, 0 -> 1.4/3
+    view1 = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]])
+    view2 = torch.tensor([[1.0, 0.0], [0.6, 0.8], [0.0, 1.0]])
+    d = teacher_diagnostics(probs, [view1, view2])
+    assert d["teacher_entropy"].item() == pytest.approx((math.log(4) + math.log(2)) / 4)
+    assert d["teacher_entropy_fraction"].item() == pytest.approx((math.log(4) + math.log(2)) / 4 / math.log(4))
+    batch_entropy = -sum(p * math.log(p) for p in mean)
+    assert d["teacher_batch_entropy"].item() == pytest.approx(batch_entropy)
+    assert d["teacher_batch_entropy_fraction"].item() == pytest.approx(batch_entropy / math.log(4))
+    assert d["teacher_max_probability"].item() == pytest.approx((1 + 1 + 0.25 + 0.5) / 4)
+    assert d["prototypes_used"].item() == 2  # argmaxes: 0, 2, 0 (ties: first), 0
+    assert d["student_feature_cosine"].item() == pytest.approx((1 / 3 + 1.4 / 3) / 2, rel=1e-6)

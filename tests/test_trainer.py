@@ -1,6 +1,7 @@
 """SilcTrainer: the EMA step, resumption, distillation start, evaluation and export."""
 
 import json
+import math
 
 import pytest
 import torch
@@ -225,3 +226,31 @@ def test_training_lowers_the_loss_and_exports_a_clean_silc_folder(data_folder, t
 
     result = classifier(shape_image("red", "circle", 0), candidate_labels=["a red circle", "a blue square"])
     assert sorted(r["label"] for r in result) == ["a blue square", "a red circle"]
+
+
+def test_logs_carry_the_teacher_diagnostics(data_folder, tmp_path):
+    trainer = _trainer(data_folder, _args(tmp_path, max_steps=2))
+    trainer.train()
+    log = [entry for entry in trainer.state.log_history if "loss" in entry][-1]
+    log_k = math.log(TINY_HEAD["head_num_prototypes"])
+    assert log["teacher_entropy_fraction"] == pytest.approx(log["teacher_entropy"] / log_k, rel=1e-5)
+    assert log["teacher_batch_entropy_fraction"] == pytest.approx(log["teacher_batch_entropy"] / log_k, rel=1e-5)
+    assert 0 <= log["teacher_entropy"] <= log["teacher_batch_entropy"] + 1e-5 <= log_k + 1e-5  # concavity
+    assert 1 / TINY_HEAD["head_num_prototypes"] <= log["teacher_max_probability"] <= 1
+    assert 1 <= log["prototypes_used"] <= 2 * 4 and -1 <= log["student_feature_cosine"] <= 1
+
+
+def test_contrastive_weight_zero_trains_the_self_distillation_alone(data_folder, tmp_path):
+    trainer = _trainer(data_folder, _args(tmp_path, max_steps=3, contrastive_weight=0.0, distill_weight=2.0))
+    text_before = {k: v.clone() for k, v in trainer.model.student.text_model.state_dict().items()}
+    scale_before = trainer.model.student.logit_scale.detach().clone()
+    vision_before = {k: v.clone() for k, v in trainer.model.student.vision_model.state_dict().items()}
+    trainer.train()
+    logs = [entry for entry in trainer.state.log_history if "loss" in entry]
+    assert all("contrastive_loss" not in e and e["loss"] == pytest.approx(2 * e["distillation_loss"]) for e in logs)
+    student = trainer.model.student
+    assert all(torch.equal(v, text_before[k]) for k, v in student.text_model.state_dict().items())
+    assert torch.equal(student.logit_scale.detach(), scale_before)
+    assert any(not torch.equal(v, vision_before[k]) for k, v in student.vision_model.state_dict().items())
+    with pytest.raises(ValueError, match="contrastive_weight=0 with distill_weight=0"):
+        _args(tmp_path, contrastive_weight=0.0, distill_weight=0.0)

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .augmentation import apply_photometric
-from .losses import DistillationLoss, distributed_contrastive_loss
+from .losses import DistillationLoss, distributed_contrastive_loss, teacher_diagnostics
 from .modeling_silc import SilcModel
 
 
@@ -49,9 +49,16 @@ class DINOHead(nn.Module):
                 nn.init.zeros_(module.bias)
         nn.init.trunc_normal_(self.prototypes, std=0.02)
 
+    def bottleneck(self, pooled: torch.Tensor) -> torch.Tensor:
+        """L2-normalised bottleneck features `(batch, bottleneck_dim)`."""
+        return F.normalize(self.mlp(pooled), dim=-1)
+
+    def prototype_scores(self, bottleneck: torch.Tensor) -> torch.Tensor:
+        """Cosine similarities with the unit-norm prototypes `(batch, num_prototypes)`."""
+        return bottleneck @ F.normalize(self.prototypes, dim=-1).t()
+
     def forward(self, pooled: torch.Tensor) -> torch.Tensor:
-        bottleneck = F.normalize(self.mlp(pooled), dim=-1)  # (batch, bottleneck)
-        return bottleneck @ F.normalize(self.prototypes, dim=-1).t()  # (batch, num_prototypes)
+        return self.prototype_scores(self.bottleneck(pooled))
 
 
 class SilcTeacher(nn.Module):
@@ -100,9 +107,11 @@ class SilcPretrainingModel(nn.Module):
     `forward` takes the multi-crop batch (uint8 views and their photometric parameters, see
     `augmentation.py`), texts, and the step-dependent teacher temperature and distillation weight:
 
-        loss = mean over global views v of contrastive(image_v, text) + distill_weight * distillation
+        loss = contrastive_weight * mean over global views v of contrastive(image_v, text)
+               + distill_weight * distillation
 
-    The student's global forward serves both terms; the texts are encoded once for both global views.
+    The student's global forward serves both terms; the texts are encoded once for both global views. The
+    outputs also carry the teacher diagnostics (`losses.teacher_diagnostics`) whenever distillation runs.
     """
 
     def __init__(
@@ -192,26 +201,30 @@ class SilcPretrainingModel(nn.Module):
         attention_mask: torch.Tensor | None = None,
         local_views: torch.Tensor | None = None,
         local_augment: dict[str, torch.Tensor] | None = None,
-        teacher_temperature: float = 0.07,
+        teacher_temperature: float = 0.04,
         distill_weight: float = 1.0,
+        contrastive_weight: float = 1.0,
     ) -> dict[str, torch.Tensor]:
         batch, num_global = global_views.shape[:2]
         student = self.student
-        text_embeds = F.normalize(
-            student.text_model(input_ids=input_ids, attention_mask=attention_mask).text_embeds, dim=-1
-        )
         global_pixels = self._pixels(global_views, global_augment)
         global_out = student.vision_model(pixel_values=global_pixels)
-        image_embeds = F.normalize(global_out.image_embeds, dim=-1).view(num_global, batch, -1)
-        contrastive = torch.stack(
-            [
-                distributed_contrastive_loss(
-                    view, text_embeds, student.logit_scale, student.logit_bias, student.config.loss_type
-                )
-                for view in image_embeds
-            ]
-        ).mean()
-        losses = {"contrastive_loss": contrastive}
+        losses, loss = {}, 0.0
+        if contrastive_weight > 0:  # 0: self-distillation alone (the text tower is not run)
+            text_embeds = F.normalize(
+                student.text_model(input_ids=input_ids, attention_mask=attention_mask).text_embeds, dim=-1
+            )
+            image_embeds = F.normalize(global_out.image_embeds, dim=-1).view(num_global, batch, -1)
+            contrastive = torch.stack(
+                [
+                    distributed_contrastive_loss(
+                        view, text_embeds, student.logit_scale, student.logit_bias, student.config.loss_type
+                    )
+                    for view in image_embeds
+                ]
+            ).mean()
+            losses["contrastive_loss"] = contrastive
+            loss = contrastive_weight * contrastive
 
         if distill_weight > 0:
             student_pooled = [global_out.pooler_output]
@@ -219,11 +232,16 @@ class SilcPretrainingModel(nn.Module):
                 local_pixels = self._pixels(local_views, local_augment)
                 local_out = student.vision_model(pixel_values=local_pixels, interpolate_pos_encoding=True)
                 student_pooled.append(local_out.pooler_output)
-            student_logits = self.student_head(torch.cat(student_pooled)).float().split(batch)
+            bottleneck = self.student_head.bottleneck(torch.cat(student_pooled))
+            student_logits = self.student_head.prototype_scores(bottleneck).float().split(batch)
             teacher_logits = self.teacher(global_pixels.float()).split(batch)
-            distillation = self.distillation_loss(list(student_logits), list(teacher_logits), teacher_temperature)
+            loss_fn = self.distillation_loss
+            teacher_probs = loss_fn.teacher_probabilities(list(teacher_logits), teacher_temperature)
+            distillation = loss_fn(list(student_logits), list(teacher_logits), teacher_temperature, teacher_probs)
             losses["distillation_loss"] = distillation
-            losses["loss"] = contrastive + distill_weight * distillation
-        else:
-            losses["loss"] = contrastive
+            losses.update(teacher_diagnostics(torch.cat(teacher_probs), list(bottleneck.detach().split(batch))))
+            loss = loss + distill_weight * distillation
+        if not torch.is_tensor(loss):
+            raise ValueError("contrastive_weight and distill_weight are both 0: there is nothing to train.")
+        losses["loss"] = loss
         return losses

@@ -5,6 +5,8 @@ The contrastive functions take L2-normalised embeddings and the *log* logit scal
 `return_loss` path and the trainer share one implementation.
 """
 
+import math
+
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
@@ -119,6 +121,41 @@ def sinkhorn_knopp(scores: torch.Tensor, iterations: int = 3) -> torch.Tensor:
     return (q * batch).t()
 
 
+@torch.no_grad()
+def teacher_diagnostics(teacher_probs: torch.Tensor, student_bottleneck: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+    """What tells a healthy self-distillation from a collapsing one, from tensors the step already has.
+
+    `teacher_probs` `(n, K)`: the centred, sharpened teacher distributions of all global views; `student_bottleneck`:
+    one `(batch, d)` tensor of L2-normalised head bottleneck features per student view. Healthy: each teacher row
+    sharp (`teacher_entropy` well below ln K), the batch spread over many prototypes (`teacher_batch_entropy`
+    near ln K, many `prototypes_used`), different images' features apart (`student_feature_cosine` well below 1).
+    DINO's two failure modes: collapse onto one prototype (batch entropy falls) and a uniform teacher (per-sample
+    entropy rises to ln K); the second follows when the features contract (cosine rises) and centring removes
+    what they share. Returns detached scalars (this process's batch; no communication, no host sync).
+    """
+    log_k = math.log(teacher_probs.shape[-1])
+    probs = teacher_probs.float()
+    entropy = -(probs * probs.clamp_min(1e-30).log()).sum(dim=-1).mean()
+    mean_probs = probs.mean(dim=0)
+    batch_entropy = -(mean_probs * mean_probs.clamp_min(1e-30).log()).sum()
+    used = torch.zeros(probs.shape[-1], dtype=torch.bool, device=probs.device)
+    used[probs.argmax(dim=-1)] = True
+    cosines = []
+    for features in student_bottleneck:  # mean cosine over pairs of different images: (|sum|^2 - n) / (n (n - 1))
+        n = features.shape[0]
+        if n > 1:
+            cosines.append((features.float().sum(dim=0).square().sum() - n) / (n * (n - 1)))
+    return {
+        "teacher_entropy": entropy,
+        "teacher_entropy_fraction": entropy / log_k,
+        "teacher_batch_entropy": batch_entropy,
+        "teacher_batch_entropy_fraction": batch_entropy / log_k,
+        "teacher_max_probability": probs.max(dim=-1).values.mean(),
+        "prototypes_used": used.sum().float(),
+        "student_feature_cosine": torch.stack(cosines).mean() if cosines else torch.zeros((), device=probs.device),
+    }
+
+
 class DistillationLoss(nn.Module):
     """DINO's self-distillation loss (Caron et al. 2021; DINOv2 `loss/dino_clstoken_loss.py`), owning the center.
 
@@ -153,11 +190,17 @@ class DistillationLoss(nn.Module):
         return list(probs.split(teacher_views[0].shape[0]))
 
     def forward(
-        self, student_views: list[torch.Tensor], teacher_views: list[torch.Tensor], teacher_temperature: float
+        self,
+        student_views: list[torch.Tensor],
+        teacher_views: list[torch.Tensor],
+        teacher_temperature: float,
+        teacher_probs: list[torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """`student_views[j]` / `teacher_views[i]` are `(batch, num_prototypes)` head outputs; student views
-        `0..len(teacher_views)-1` are the same global crops as the teacher's."""
-        teacher_probs = self.teacher_probabilities(teacher_views, teacher_temperature)
+        `0..len(teacher_views)-1` are the same global crops as the teacher's. `teacher_probs`, when the caller
+        already has them, are `teacher_probabilities(teacher_views, teacher_temperature)`."""
+        if teacher_probs is None:
+            teacher_probs = self.teacher_probabilities(teacher_views, teacher_temperature)
         student_log_probs = [F.log_softmax(s / self.student_temperature, dim=-1) for s in student_views]
         total, pairs = 0.0, 0
         for i, p_teacher in enumerate(teacher_probs):

@@ -52,8 +52,8 @@ class Scene:
     objects: list[dict]
 
 
-def _background(rng: np.random.Generator, size: int) -> tuple[np.ndarray, str]:
-    kind = BACKGROUNDS[rng.integers(len(BACKGROUNDS))]
+def _background(rng: np.random.Generator, size: int, backgrounds=BACKGROUNDS) -> tuple[np.ndarray, str]:
+    kind = backgrounds[rng.integers(len(backgrounds))]
     base = rng.integers(70, 170, 3).astype(np.float64)  # muted tones, distinct from the object colours
     other = np.clip(base + rng.integers(-60, 60, 3), 0, 255)
     y, x = np.mgrid[0:size, 0:size]
@@ -79,6 +79,7 @@ def _polygon(shape: str, cx: float, cy: float, half: float, angle: float) -> lis
     if shape == "square":
         corners = [(-1, -1), (1, -1), (1, 1), (-1, 1)]
         return [(cx + half * u, cy + half * v) for u, v in corners]
+    angle -= math.pi / 2  # angle 0: triangle and star point up
     if shape == "triangle":
         points = [(math.cos(angle + k * 2 * math.pi / 3), math.sin(angle + k * 2 * math.pi / 3)) for k in range(3)]
     elif shape == "star":
@@ -114,18 +115,26 @@ def _article(phrase: str) -> str:
     return ("an " if phrase[0] in "aeiou" else "a ") + phrase
 
 
-def draw_scene(rng: np.random.Generator, size: int = 64) -> Scene:
+def draw_scene(
+    rng: np.random.Generator,
+    size: int = 64,
+    num_objects=(1, 4),
+    sizes=None,
+    max_rotation: float = 180.0,
+    backgrounds=BACKGROUNDS,
+) -> Scene:
     """Draw one scene from `rng`."""
-    pixels, background = _background(rng, size)
+    sizes = sizes or SIZES
+    pixels, background = _background(rng, size, backgrounds)
     image = Image.fromarray(pixels)
     mask_image = Image.new("L", (size, size), 0)
     draw, draw_mask = ImageDraw.Draw(image), ImageDraw.Draw(mask_image)
     objects, boxes = [], []
-    for _ in range(int(rng.integers(1, 5))):
+    for _ in range(int(rng.integers(num_objects[0], num_objects[1] + 1))):
         shape = SHAPES[rng.integers(len(SHAPES))]
         color = list(COLORS)[rng.integers(len(COLORS))]
-        size_name = list(SIZES)[rng.integers(len(SIZES))]
-        half = size * rng.uniform(*SIZES[size_name]) / 2
+        size_name = list(sizes)[rng.integers(len(sizes))]
+        half = size * rng.uniform(*sizes[size_name]) / 2
         for _attempt in range(20):  # keep objects mostly apart, so that each stays visible
             cx, cy = rng.uniform(half, size - half, 2)
             if all(abs(cx - bx) > 0.8 * (half + bh) or abs(cy - by) > 0.8 * (half + bh) for bx, by, bh in boxes):
@@ -137,7 +146,7 @@ def draw_scene(rng: np.random.Generator, size: int = 64) -> Scene:
             draw.ellipse(box, fill=COLORS[color])
             draw_mask.ellipse(box, fill=class_id)
         else:
-            polygon = _polygon(shape, cx, cy, half, rng.uniform(0, 2 * math.pi))
+            polygon = _polygon(shape, cx, cy, half, math.radians(rng.uniform(-max_rotation, max_rotation)))
             draw.polygon(polygon, fill=COLORS[color])
             draw_mask.polygon(polygon, fill=class_id)
         objects.append({"shape": shape, "color": color, "size": size_name, "area": half * half})
@@ -152,12 +161,12 @@ def draw_scene(rng: np.random.Generator, size: int = 64) -> Scene:
     return Scene(image=image, mask=mask, caption=caption, label=label, objects=objects)
 
 
-def generate(split: str, num_examples: int, seed: int = 0, image_size: int = 64):
+def generate(split: str, num_examples: int, seed: int = 0, image_size: int = 64, **style):
     """Yield the scenes of a split (`train`, `validation`, `test`): example i is drawn from (seed, split, i)."""
     if split not in SPLIT_SEEDS:
         raise ValueError(f"split={split!r} is not one of {list(SPLIT_SEEDS)}.")
     for index in range(num_examples):
-        yield draw_scene(np.random.default_rng([seed, SPLIT_SEEDS[split], index]), image_size)
+        yield draw_scene(np.random.default_rng([seed, SPLIT_SEEDS[split], index]), image_size, **style)
 
 
 def as_dataset(split: str, num_examples: int, seed: int = 0, image_size: int = 64):

@@ -33,6 +33,10 @@ class SilcTrainingArguments(MultiCropArguments, TrainingArguments):
     distillation loss and its schedules, the EMA teacher and the DINO head. Defaults: DESIGN.md §1."""
 
     distill_weight: float = field(default=1.0, metadata={"help": "lambda: weight of the distillation loss"})
+    contrastive_weight: float = field(
+        default=1.0,
+        metadata={"help": "weight of the image-text loss; 0 trains the self-distillation alone (a sanity check)"},
+    )
     distill_start_step: int = field(
         default=0, metadata={"help": "optimizer step at which distillation starts (teacher copied from the student)"}
     )
@@ -73,8 +77,11 @@ class SilcTrainingArguments(MultiCropArguments, TrainingArguments):
 
     def __post_init__(self):
         if self.ddp_find_unused_parameters is None:
-            # Only a head that does not take part yet (late or no distillation) leaves parameters unused.
-            self.ddp_find_unused_parameters = self.distill_start_step > 0 or self.distill_weight == 0
+            # Only a head that does not take part yet (late or no distillation) or an idle text tower leaves
+            # parameters unused.
+            self.ddp_find_unused_parameters = (
+                self.distill_start_step > 0 or self.distill_weight == 0 or self.contrastive_weight == 0
+            )
         super().__post_init__()
         if self.teacher_momentum_schedule not in MOMENTUM_SCHEDULES:
             raise ValueError(
@@ -84,6 +91,13 @@ class SilcTrainingArguments(MultiCropArguments, TrainingArguments):
             raise ValueError(f"teacher_momentum={self.teacher_momentum} must be in [0, 1] (SILC: 0.999).")
         if self.distill_weight < 0:
             raise ValueError(f"distill_weight={self.distill_weight} must be >= 0 (0 trains CLIP/SigLIP only).")
+        if self.contrastive_weight < 0:
+            raise ValueError(f"contrastive_weight={self.contrastive_weight} must be >= 0 (0 trains distillation only).")
+        if self.contrastive_weight == 0 and (self.distill_weight == 0 or self.distill_start_step > 0):
+            raise ValueError(
+                f"contrastive_weight=0 with distill_weight={self.distill_weight} and distill_start_step="
+                f"{self.distill_start_step} leaves steps with nothing to train; distill from step 0 with a weight > 0."
+            )
         if self.remove_unused_columns:
             raise ValueError("remove_unused_columns=True would drop the multi-crop views; SILC needs False.")
 
@@ -208,11 +222,16 @@ class SilcTrainer(Trainer):
         wrapper = self.pretraining_model
         if weight > 0 and not bool(wrapper.distillation_started):
             wrapper.start_distillation()
-        outputs = model(**inputs, teacher_temperature=self.teacher_temperature_at(step), distill_weight=weight)
-        if model.training:
-            for name in ("contrastive_loss", "distillation_loss"):
-                if name in outputs:
-                    self._parts[name].append(outputs[name].detach())
+        outputs = model(
+            **inputs,
+            teacher_temperature=self.teacher_temperature_at(step),
+            distill_weight=weight,
+            contrastive_weight=self.args.contrastive_weight,
+        )
+        if model.training:  # loss parts and teacher diagnostics, averaged over the steps between two logs
+            for name, value in outputs.items():
+                if name != "loss":
+                    self._parts[name].append(value.detach())
             if skipped is not None:
                 self._skipped_samples += int(skipped.sum())
         return (outputs["loss"], outputs) if return_outputs else outputs["loss"]
