@@ -18,7 +18,7 @@ import statistics
 from silc_hf.data import load_image_text_dataset
 from silc_hf.demo import DATA_SIZES, TEMPLATES, train
 from silc_hf.evaluation import evaluate_segmentation, evaluate_zero_shot_classification, evaluate_retrieval
-from silc_hf.synthetic import SHAPES, export
+from silc_hf.synthetic import CLASSES, export
 
 COLUMNS = {
     "top-1": ("classification", "top1_accuracy"),
@@ -55,14 +55,16 @@ def run(name: str, overrides: dict, seed: int, data_dir: str, output_dir: str, m
     model, processor = trainer.pretraining_model.student.eval(), trainer.processing_class
     test = load_image_text_dataset(os.path.join(data_dir, "test"))
     metrics = {
-        "classification": evaluate_zero_shot_classification(model, processor, test, list(SHAPES), templates=TEMPLATES),
+        "classification": evaluate_zero_shot_classification(model, processor, test, list(CLASSES), templates=TEMPLATES),
         "retrieval": evaluate_retrieval(model, processor, test),
     }
     for method in ("value", "plain"):
         segmentation = evaluate_segmentation(
-            model, processor, test, list(SHAPES), templates=TEMPLATES, method=method, ignore_index=0, mask_offset=1
+            model, processor, test, list(CLASSES), templates=TEMPLATES, method=method, ignore_index=0, mask_offset=1
         )
         metrics[f"segmentation_{method}"] = {k: v for k, v in segmentation.items() if k != "per_class_IoU"}
+    with open(os.path.join(folder, "log_history.json"), "w") as file:
+        json.dump(trainer.state.log_history, file)
     final = [e for e in trainer.state.log_history if "contrastive_loss" in e][-1]
     record = {
         "name": name,

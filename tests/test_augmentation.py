@@ -149,3 +149,24 @@ def test_crop_arguments_are_checked():
         MultiCropArguments(blur_probs=[1.0, 0.5]).check(16)
     with pytest.raises(ValueError, match="blur_kernel_size=8 must be odd"):
         MultiCropArguments(blur_kernel_size=8).check(16)
+
+
+def test_flip_only_global_views_keep_the_crops_and_drop_the_photometric_ops():
+    import numpy as np
+    from PIL import Image
+
+    from silc_hf.augmentation import MultiCropArguments, MultiCropTransform
+
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (48, 40, 3), dtype=np.uint8))
+    dino = MultiCropTransform(MultiCropArguments(num_local_crops=2, local_crop_size=16), 32)
+    flip = MultiCropTransform(MultiCropArguments(num_local_crops=2, local_crop_size=16, global_view_augmentation="flip"), 32)
+    a, b = dino(image, np.random.default_rng(1)), flip(image, np.random.default_rng(1))
+    assert torch.equal(a["global_views"], b["global_views"]) and torch.equal(a["local_views"], b["local_views"])
+    assert torch.equal(a["global_augment"]["flip"], b["global_augment"]["flip"])
+    assert a["global_augment"]["blur"][0]  # global-1 is always blurred in DINO's recipe ...
+    for key in ("jitter", "grayscale", "blur", "solarize"):  # ... and never with flips only
+        assert not b["global_augment"][key].any()
+    for key, value in a["local_augment"].items():  # local views keep DINO's photometric set
+        assert torch.equal(value, b["local_augment"][key])
+    with pytest.raises(ValueError, match="global_view_augmentation='clip' is not supported"):
+        MultiCropArguments(global_view_augmentation="clip").check(8)

@@ -222,3 +222,16 @@ def test_teacher_diagnostics_equal_hand_computations():
     assert d["teacher_max_probability"].item() == pytest.approx((1 + 1 + 0.25 + 0.5) / 4)
     assert d["prototypes_used"].item() == 2  # argmaxes: 0, 2, 0 (ties: first), 0
     assert d["student_feature_cosine"].item() == pytest.approx((1 / 3 + 1.4 / 3) / 2, rel=1e-6)
+
+
+def test_koleo_loss_is_minus_the_mean_log_nearest_neighbour_distance():
+    from silc_hf.losses import koleo_loss
+
+    # unit vectors at angles 0, 90 and 100 degrees (features are normalised inside, so scale them)
+    angles = [0.0, math.pi / 2, math.radians(100)]
+    features = torch.tensor([[3 * math.cos(a), 3 * math.sin(a)] for a in angles], requires_grad=True)
+    nearest = [2 * math.sin(math.radians(90) / 2), 2 * math.sin(math.radians(10) / 2), 2 * math.sin(math.radians(10) / 2)]
+    loss = koleo_loss(features)
+    assert loss.item() == pytest.approx(-sum(math.log(d + 1e-8) for d in nearest) / 3, rel=1e-6)
+    loss.backward()
+    assert features.grad.abs().sum() > 0  # it pushes neighbours apart

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from silc_hf.data import load_image_text_dataset
-from silc_hf.synthetic import COLORS, SHAPES, export, generate
+from silc_hf.synthetic import CLASS_COLORS, CLASSES, PALETTE, WINDOW, export, generate
 
 
 def test_generation_is_deterministic_for_a_seed_and_splits_differ():
@@ -19,25 +19,36 @@ def test_generation_is_deterministic_for_a_seed_and_splits_differ():
         next(generate("dev", 1))
 
 
-def test_masks_match_the_drawn_objects_and_labels_the_dominant_one():
+PART_COLORS = {  # colours an object's parts may have besides its main colour
+    "tree": {"brown"},
+    "house": {"red", "brown"},
+    "car": {"black"},
+    "flower": {"green", "yellow", "orange"},
+    "fish": {"black"},
+}
+
+
+def test_masks_match_the_drawn_objects_and_label_the_dominant_one():
     for scene in generate("validation", 40, seed=0, image_size=64):
         pixels = np.asarray(scene.image)
         for class_id in np.unique(scene.mask)[1:]:
-            shape = SHAPES[class_id - 1]
-            colours = {COLORS[o["color"]] for o in scene.objects if o["shape"] == shape}
+            kind = CLASSES[class_id - 1]
+            names = {o["color"] for o in scene.objects if o["class"] == kind} | PART_COLORS[kind]
+            colours = {PALETTE[name] for name in names} | ({WINDOW} if kind == "car" else set())
             region = pixels[scene.mask == class_id]
-            assert len(region) and all(tuple(p) in colours for p in region[:: max(1, len(region) // 50)])
-        drawn = {SHAPES.index(o["shape"]) + 1 for o in scene.objects}
+            assert len(region) and all(tuple(p) in colours for p in region[:: max(1, len(region) // 50)]), kind
+        drawn = {CLASSES.index(o["class"]) + 1 for o in scene.objects}
         assert set(np.unique(scene.mask)[1:]) <= drawn
-        visible = np.bincount(scene.mask.ravel(), minlength=len(SHAPES) + 1)[1:]
+        visible = np.bincount(scene.mask.ravel(), minlength=len(CLASSES) + 1)[1:]
         assert scene.label == int(np.argmax(visible))
 
 
 def test_captions_mention_every_drawn_object_and_the_background():
     for scene in generate("train", 40, seed=1):
         for o in scene.objects:
-            assert f"{o['size']} {o['color']} {o['shape']}" in scene.caption
-        assert 1 <= len(scene.objects) <= 4
+            assert f"{o['size']} {o['color']} {o['class']}" in scene.caption
+            assert o["color"] in CLASS_COLORS[o["class"]]
+        assert 1 <= len(scene.objects) <= 3
         assert any(kind in scene.caption for kind in ("plain", "noisy", "striped", "checkered", "gradient"))
 
 
@@ -50,7 +61,7 @@ def test_exports_load_with_datasets(tmp_path, fmt):
     if fmt == "imagefolder":
         assert sorted(train["text"]) == sorted(s.caption for s in scenes)
         row = train[0]
-        assert row["image"].size == (32, 32) and np.asarray(row["mask"]).max() <= len(SHAPES)
+        assert row["image"].size == (32, 32) and np.asarray(row["mask"]).max() <= len(CLASSES)
         assert set(train.column_names) >= {"image", "mask", "text", "label"}
     else:
         assert sorted(train["txt"]) == sorted(s.caption for s in scenes)

@@ -254,3 +254,23 @@ def test_contrastive_weight_zero_trains_the_self_distillation_alone(data_folder,
     assert any(not torch.equal(v, vision_before[k]) for k, v in student.vision_model.state_dict().items())
     with pytest.raises(ValueError, match="contrastive_weight=0 with distill_weight=0"):
         _args(tmp_path, contrastive_weight=0.0, distill_weight=0.0)
+
+
+def test_evaluate_reports_the_zero_shot_metrics_during_training(data_folder, tmp_path):
+    from silc_hf.evaluation import ZeroShotEvaluator
+    from silc_hf.synthetic import as_dataset
+
+    evaluator = ZeroShotEvaluator(as_dataset("validation", 6, image_size=32), templates=("a {}",), ignore_index=0,
+                                  mask_offset=1)
+    trainer = _trainer(data_folder, _args(tmp_path, max_steps=2, eval_strategy="steps", eval_steps=2))
+    trainer.zero_shot_evaluator = evaluator
+    trainer.train()
+    evaluations = [entry for entry in trainer.state.log_history if "eval_loss" in entry]
+    assert [entry["step"] for entry in evaluations] == [2]
+    student = trainer.model.student
+    expected = evaluator(student.eval(), trainer.processing_class)
+    for name, value in expected.items():
+        assert evaluations[0][f"eval_{name}"] == value, name
+    assert evaluations[0]["eval_zero_shot_runtime"] > 0
+    trainer.eval_dataset = None  # zero-shot metrics alone
+    assert trainer.evaluate()["eval_segmentation_mIoU"] == expected["segmentation_mIoU"]

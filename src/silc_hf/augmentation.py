@@ -71,6 +71,13 @@ class MultiCropArguments:
         default_factory=lambda: [0.0, 0.2, 0.0], metadata={"help": "global-1, global-2, local"}
     )
     solarize_threshold: float = 0.5
+    global_view_augmentation: str = field(
+        default="dino",
+        metadata={
+            "help": "'dino': the global views (which also feed the image-text loss) get DINO's colour jitter, grayscale, "
+            "blur and solarize; 'flip': only flips (as CLIP), the local views keep DINO's photometric set"
+        },
+    )
 
     def check(self, patch_size: int) -> None:
         """Raise `ValueError` for values the model or the recipe cannot use."""
@@ -91,6 +98,10 @@ class MultiCropArguments:
                 )
         if self.blur_kernel_size % 2 == 0:
             raise ValueError(f"blur_kernel_size={self.blur_kernel_size} must be odd, e.g. {self.blur_kernel_size + 1}.")
+        if self.global_view_augmentation not in ("dino", "flip"):
+            raise ValueError(
+                f"global_view_augmentation={self.global_view_augmentation!r} is not supported; use 'dino' or 'flip'."
+            )
         if self.num_local_crops < 0:
             raise ValueError(f"num_local_crops={self.num_local_crops} must be >= 0.")
 
@@ -129,9 +140,13 @@ class MultiCropTransform:
         self.args = args
         self.global_crop_size = global_crop_size
 
-    def _draw_augment(self, rng: np.random.Generator, blur_prob: float, solarize_prob: float) -> dict:
+    def _draw_augment(
+        self, rng: np.random.Generator, blur_prob: float, solarize_prob: float, photometric: bool = True
+    ) -> dict:
+        """One view's parameters; without `photometric` only the flip can happen (the same numbers are drawn, so
+        that the crops and flips do not depend on the choice)."""
         a = self.args
-        return {
+        augment = {
             "flip": rng.random() < a.flip_prob,
             "jitter": rng.random() < a.color_jitter_prob,
             "brightness": rng.uniform(max(0.0, 1 - a.brightness), 1 + a.brightness),
@@ -144,6 +159,9 @@ class MultiCropTransform:
             "blur_sigma": rng.uniform(*a.blur_sigma),
             "solarize": rng.random() < solarize_prob,
         }
+        if not photometric:
+            augment.update(jitter=False, grayscale=False, blur=False, solarize=False)
+        return augment
 
     def _crop(self, image: Image.Image, rng: np.random.Generator, size: int, scale: list[float]) -> torch.Tensor:
         box = random_resized_crop_box(rng, image.width, image.height, scale, self.args.crop_ratio)
@@ -155,7 +173,11 @@ class MultiCropTransform:
         global_views, global_augment = [], []
         for index in range(2):
             global_views.append(self._crop(image, rng, self.global_crop_size, a.global_crop_scale))
-            global_augment.append(self._draw_augment(rng, a.blur_probs[index], a.solarize_probs[index]))
+            global_augment.append(
+                self._draw_augment(
+                    rng, a.blur_probs[index], a.solarize_probs[index], a.global_view_augmentation == "dino"
+                )
+            )
         local_views, local_augment = [], []
         for _ in range(a.num_local_crops):
             local_views.append(self._crop(image, rng, a.local_crop_size, a.local_crop_scale))

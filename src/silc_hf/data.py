@@ -51,6 +51,17 @@ class SilcDataArguments:
         default=None, metadata={"help": "images with a smaller side are bad (default: local crop size)"}
     )
     max_image_pixels: int = field(default=89_478_485, metadata={"help": "larger images are bad (decompression bombs)"})
+    zero_shot_class_names: str | None = field(
+        default=None,
+        metadata={
+            "help": "comma-separated class names for the zero-shot evaluators on eval_data (default: the label "
+            "column's ClassLabel names; without names only retrieval runs)"
+        },
+    )
+    label_column: str = field(default="label", metadata={"help": "eval_data column with class indices"})
+    mask_column: str = field(default="mask", metadata={"help": "eval_data column with segmentation masks"})
+    mask_ignore_index: int | None = field(default=None, metadata={"help": "mask value not scored (e.g. 0: background)"})
+    mask_offset: int = field(default=0, metadata={"help": "mask value v is class v - mask_offset"})
 
 
 def expand_braces(pattern: str) -> list[str]:

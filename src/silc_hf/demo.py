@@ -21,7 +21,7 @@ from .evaluation import evaluate
 from .factory import SilcModelArguments, run_training
 from .model_card import write_model_card
 from .segmentation import zero_shot_segmentation
-from .synthetic import SHAPES, export
+from .synthetic import CLASSES, export
 from .trainer import SilcTrainingArguments
 
 # The small model and recipe of the demo (and of benchmarks/study_silc_vs_clip.py).
@@ -101,7 +101,7 @@ def run_evaluation(model, processor, data_dir: str) -> dict:
         processor,
         test,
         tasks=("classification", "retrieval", "segmentation", "linear_probe"),
-        class_names=list(SHAPES),
+        class_names=list(CLASSES),
         dataset_name="captioned-scenes",
         split="test",
         templates=TEMPLATES,
@@ -153,7 +153,7 @@ def segmentation_gallery(model, processor, data_dir: str, path: str, count: int 
     for row in range(count):
         example = test[row]
         image = example["image"].convert("RGB")
-        result = zero_shot_segmentation(model, processor, image, list(SHAPES), templates=TEMPLATES)
+        result = zero_shot_segmentation(model, processor, image, list(CLASSES), templates=TEMPLATES)
         truth = np.asarray(example["mask"])
         predicted = np.where(truth > 0, result.labels.numpy() + 1, 0)  # shown on the objects' pixels
         panels = [image, Image.fromarray(PALETTE[truth]), Image.fromarray(PALETTE[predicted])]
@@ -167,7 +167,7 @@ def segmentation_gallery(model, processor, data_dir: str, path: str, count: int 
     for y, panels in enumerate(tiles):
         for x, panel in enumerate(panels):
             canvas.paste(panel, (x * tile_w, legend + y * tile_h))
-    for k, name in enumerate(SHAPES):
+    for k, name in enumerate(CLASSES):
         draw.text((4 + k * 60, canvas.height - 14), name, fill=tuple(int(c) for c in PALETTE[k + 1]))
     canvas.save(path)
 

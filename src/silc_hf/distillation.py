@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .augmentation import apply_photometric
-from .losses import DistillationLoss, distributed_contrastive_loss, teacher_diagnostics
+from .losses import DistillationLoss, distributed_contrastive_loss, koleo_loss, teacher_diagnostics
 from .modeling_silc import SilcModel
 
 
@@ -204,6 +204,7 @@ class SilcPretrainingModel(nn.Module):
         teacher_temperature: float = 0.04,
         distill_weight: float = 1.0,
         contrastive_weight: float = 1.0,
+        koleo_weight: float = 0.0,
     ) -> dict[str, torch.Tensor]:
         batch, num_global = global_views.shape[:2]
         student = self.student
@@ -241,6 +242,10 @@ class SilcPretrainingModel(nn.Module):
             losses["distillation_loss"] = distillation
             losses.update(teacher_diagnostics(torch.cat(teacher_probs), list(bottleneck.detach().split(batch))))
             loss = loss + distill_weight * distillation
+            if koleo_weight > 0:  # DINOv2: per global view, on the features that enter the head
+                koleo = torch.stack([koleo_loss(view) for view in global_out.pooler_output.split(batch)]).mean()
+                losses["koleo_loss"] = koleo
+                loss = loss + distill_weight * koleo_weight * koleo
         if not torch.is_tensor(loss):
             raise ValueError("contrastive_weight and distill_weight are both 0: there is nothing to train.")
         losses["loss"] = loss

@@ -10,6 +10,10 @@ The metrics are computed here (no Hub-hosted `evaluate` metric is needed). Conve
 `results_entry` formats a task's metrics for the JSON file that `python -m silc_hf.model_card` reads.
 """
 
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -159,19 +163,30 @@ def evaluate_zero_shot_classification(
     label_column="label",
     templates=DEFAULT_TEMPLATES,
     batch_size: int = 64,
+    images: torch.Tensor | None = None,
 ) -> dict[str, float]:
-    """Top-1 / top-5 accuracy of zero-shot classification with a prompt-template ensemble."""
+    """Top-1 / top-5 accuracy of zero-shot classification with a prompt-template ensemble (`images`: the
+    dataset's `image_embeddings`, if already computed)."""
     classes = encode_class_names(model, processor.tokenizer, class_names, templates).cpu()
-    images = image_embeddings(model, processor, dataset, image_column, batch_size)
+    if images is None:
+        images = image_embeddings(model, processor, dataset, image_column, batch_size)
     targets = torch.tensor(dataset[label_column])
     return topk_accuracy(images @ classes.t(), targets, ks=tuple(k for k in (1, 5) if k <= len(class_names)))
 
 
 def evaluate_retrieval(
-    model, processor, dataset, image_column="image", text_column="text", batch_size: int = 64
+    model,
+    processor,
+    dataset,
+    image_column="image",
+    text_column="text",
+    batch_size: int = 64,
+    images: torch.Tensor | None = None,
 ) -> dict[str, float]:
-    """Image->text and text->image recall@1/5/10; a row's caption may be a string or a list of strings."""
-    images = image_embeddings(model, processor, dataset, image_column, batch_size)
+    """Image->text and text->image recall@1/5/10; a row's caption may be a string or a list of strings
+    (`images`: the dataset's `image_embeddings`, if already computed)."""
+    if images is None:
+        images = image_embeddings(model, processor, dataset, image_column, batch_size)
     captions, owner = [], []
     for row, value in enumerate(dataset[text_column]):
         for caption in [value] if isinstance(value, str) else value:
@@ -318,3 +333,73 @@ def evaluate(
             )
         results.append(results_entry(TASKS[task], dataset_name, metrics, split=split))
     return {"results": results}
+
+
+@dataclass
+class ZeroShotEvaluator:
+    """Zero-shot metrics on a labelled split, for evaluation during training (open_clip's `--zeroshot-frequency`,
+    big_vision's evaluators): `SilcTrainer(..., zero_shot_evaluator=...)` adds them to `evaluate()`'s metrics.
+
+    Runs every task the dataset supports, or `tasks`: zero-shot classification (a label column and class names)
+    -> `zero_shot_top1`; retrieval (a text column) -> `image_to_text_R@1`, `text_to_image_R@1`; zero-shot
+    segmentation (a mask column and class names) -> `segmentation_mIoU`. Class names default to the label
+    column's `ClassLabel` names. Each number is the one the matching `evaluate_*` function returns.
+    """
+
+    dataset: Any
+    class_names: list[str] | None = None
+    templates: Sequence[str] = DEFAULT_TEMPLATES
+    tasks: Sequence[str] | None = None
+    image_column: str = "image"
+    text_column: str = "text"
+    label_column: str = "label"
+    mask_column: str = "mask"
+    method: str = "value"
+    ignore_index: int | None = None
+    mask_offset: int = 0
+    batch_size: int = 64
+
+    def __post_init__(self):
+        columns = set(self.dataset.column_names)
+        self.class_names = self.class_names or class_names_of(self.dataset, self.label_column)
+        supported = {
+            "classification": self.label_column in columns and self.class_names is not None,
+            "retrieval": self.text_column in columns,
+            "segmentation": self.mask_column in columns and self.class_names is not None,
+        }
+        if self.tasks is None:
+            self.tasks = [task for task, ok in supported.items() if ok]
+        for task in self.tasks:
+            if task not in supported:
+                raise ValueError(f"Unknown zero-shot task {task!r}; choose from {list(supported)}.")
+            if not supported[task]:
+                raise ValueError(
+                    f"The zero-shot {task} needs columns the dataset lacks or class names (columns: {sorted(columns)}, "
+                    f"class_names={self.class_names}); set the column names or pass class_names."
+                )
+        if not self.tasks:
+            raise ValueError(f"The dataset (columns {sorted(columns)}) supports no zero-shot task.")
+
+    @torch.no_grad()
+    def __call__(self, model, processor) -> dict[str, float]:
+        metrics = {}
+        images = None
+        if {"classification", "retrieval"} & set(self.tasks):
+            images = image_embeddings(model, processor, self.dataset, self.image_column, self.batch_size)
+        if "classification" in self.tasks:
+            accuracy = evaluate_zero_shot_classification(
+                model, processor, self.dataset, self.class_names, self.image_column, self.label_column,
+                self.templates, images=images,
+            )
+            metrics["zero_shot_top1"] = accuracy["top1_accuracy"]
+        if "retrieval" in self.tasks:
+            recall = evaluate_retrieval(model, processor, self.dataset, self.image_column, self.text_column, images=images)
+            metrics["image_to_text_R@1"] = recall["image_to_text_R@1"]
+            metrics["text_to_image_R@1"] = recall["text_to_image_R@1"]
+        if "segmentation" in self.tasks:
+            segmentation = evaluate_segmentation(
+                model, processor, self.dataset, self.class_names, self.image_column, self.mask_column, self.templates,
+                self.method, self.ignore_index, self.mask_offset,
+            )
+            metrics["segmentation_mIoU"] = segmentation["mIoU"]
+        return metrics

@@ -20,6 +20,7 @@ from .data import (
     StreamingMultiCropDataset,
     load_image_text_dataset,
 )
+from .evaluation import ZeroShotEvaluator
 from .image_processing_silc import SilcImageProcessor
 from .modeling_silc import SilcModel
 from .processing_silc import SilcProcessor
@@ -92,10 +93,12 @@ def build_model_and_processor(
             logger.warning(f"Trained a {len(tokenizer)}-token BPE tokenizer on {len(captions)} captions.")
         else:
             raise ValueError("Pass --tokenizer PATH, --train_tokenizer, or --init_from a model with its tokenizer.")
-        text.vocab_size, text.pad_token_id, text.eos_token_id = (
+        # All the tokenizer's special ids, so that the Trainer finds nothing to realign (and warn about).
+        text.vocab_size, text.pad_token_id, text.eos_token_id, text.bos_token_id = (
             len(tokenizer),
             tokenizer.pad_token_id,
             tokenizer.eos_token_id,
+            tokenizer.bos_token_id,
         )
         config.validate_architecture()
         model = SilcModel(config)
@@ -149,10 +152,20 @@ def build_trainer(
     model, processor = build_model_and_processor(model_args, inline_config, train_raw, data_args.text_column)
     image_size = model.config.vision_config.image_size
     train_dataset = build_dataset(train_raw, data_args, args, image_size)
-    eval_dataset = None
+    eval_dataset, evaluator = None, None
     if data_args.eval_data:
         eval_raw = load_image_text_dataset(data_args.eval_data, split="train", streaming=False)
         eval_dataset = build_dataset(eval_raw, data_args, args, image_size)
+        evaluator = ZeroShotEvaluator(
+            eval_raw,
+            class_names=data_args.zero_shot_class_names.split(",") if data_args.zero_shot_class_names else None,
+            image_column=data_args.image_column,
+            text_column=data_args.text_column,
+            label_column=data_args.label_column,
+            mask_column=data_args.mask_column,
+            ignore_index=data_args.mask_ignore_index,
+            mask_offset=data_args.mask_offset,
+        )
     trainer = SilcTrainer(
         model=model,
         args=args,
@@ -160,6 +173,7 @@ def build_trainer(
         eval_dataset=eval_dataset,
         data_collator=SilcMultiCropCollator(processor, model.config.text_config.max_position_embeddings),
         processing_class=processor,
+        zero_shot_evaluator=evaluator,
     )
     return trainer
 

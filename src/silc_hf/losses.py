@@ -121,6 +121,18 @@ def sinkhorn_knopp(scores: torch.Tensor, iterations: int = 3) -> torch.Tensor:
     return (q * batch).t()
 
 
+def koleo_loss(features: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """Kozachenko-Leonenko entropy regulariser (Sablayrolles et al. 2019; DINOv2 `loss/koleo_loss.py`):
+    `-mean log(distance to the nearest other sample)` of L2-normalised `(batch, dim)` features. It pushes each
+    sample away from its nearest neighbour, i.e. spreads the batch over the sphere (computed per process)."""
+    features = F.normalize(features.float(), dim=-1)
+    similarity = features @ features.t()
+    similarity.fill_diagonal_(-2.0)  # never one's own neighbour
+    nearest = similarity.argmax(dim=1)
+    distances = (features - features[nearest]).norm(dim=-1)
+    return -torch.log(distances + eps).mean()
+
+
 @torch.no_grad()
 def teacher_diagnostics(teacher_probs: torch.Tensor, student_bottleneck: list[torch.Tensor]) -> dict[str, torch.Tensor]:
     """What tells a healthy self-distillation from a collapsing one, from tensors the step already has.

@@ -9,6 +9,7 @@ micro-batches, and the teacher moves once per optimizer step.
 
 import math
 import os
+import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 
@@ -20,6 +21,7 @@ from transformers.utils import logging
 from .augmentation import MultiCropArguments
 from .data import StreamingMultiCropDataset
 from .distillation import SilcPretrainingModel, cosine_schedule, linear_warmup
+from .evaluation import ZeroShotEvaluator
 from .modeling_silc import SilcModel
 
 logger = logging.get_logger(__name__)
@@ -46,10 +48,15 @@ class SilcTrainingArguments(MultiCropArguments, TrainingArguments):
     )
     teacher_momentum_end: float = field(default=1.0, metadata={"help": "final momentum of the cosine schedule"})
     student_temperature: float = 0.1
-    teacher_temperature: float = 0.07
+    teacher_temperature: float = field(
+        default=0.04, metadata={"help": "DINO's default; 'anything above 0.07 is unstable' (DINO main_dino.py)"}
+    )
     teacher_temperature_warmup_start: float = 0.04
     teacher_temperature_warmup_ratio: float = field(
         default=0.1, metadata={"help": "fraction of the distillation steps over which the teacher temperature warms up"}
+    )
+    koleo_weight: float = field(
+        default=0.0, metadata={"help": "weight of DINOv2's KoLeo spreading term on the global views' pooled features"}
     )
     center_momentum: float = 0.9
     centering: str = field(
@@ -129,7 +136,14 @@ class SilcTrainer(Trainer):
     # compute_loss returns each micro-batch's mean loss; the Trainer divides it by the accumulation steps.
     loss_is_scaled_for_ga = False
 
-    def __init__(self, model=None, args: SilcTrainingArguments = None, processing_class=None, **kwargs):
+    def __init__(
+        self,
+        model=None,
+        args: SilcTrainingArguments = None,
+        processing_class=None,
+        zero_shot_evaluator: ZeroShotEvaluator | None = None,
+        **kwargs,
+    ):
         if not isinstance(args, SilcTrainingArguments):
             raise TypeError(f"SilcTrainer needs SilcTrainingArguments, got {type(args).__name__}.")
         if isinstance(model, SilcModel):
@@ -146,6 +160,7 @@ class SilcTrainer(Trainer):
         self.add_callback(_SilcStepCallback(self))
         self._parts: dict[str, list[torch.Tensor]] = defaultdict(list)
         self._skipped_samples = 0
+        self.zero_shot_evaluator = zero_shot_evaluator
 
     @staticmethod
     def build_pretraining_model(
@@ -227,6 +242,7 @@ class SilcTrainer(Trainer):
             teacher_temperature=self.teacher_temperature_at(step),
             distill_weight=weight,
             contrastive_weight=self.args.contrastive_weight,
+            koleo_weight=self.args.koleo_weight,
         )
         if model.training:  # loss parts and teacher diagnostics, averaged over the steps between two logs
             for name, value in outputs.items():
@@ -250,6 +266,35 @@ class SilcTrainer(Trainer):
             wrapper.student.logit_scale.clamp_(max=math.log(self.args.max_logit_scale))
         if bool(wrapper.distillation_started):
             wrapper.update_teacher(self.teacher_momentum_at(step))
+
+    def zero_shot_metrics(self, metric_key_prefix: str = "eval") -> dict[str, float]:
+        """The `zero_shot_evaluator`'s metrics for the current student (every rank computes them: under FSDP the
+        student's forward needs all ranks), with their runtime."""
+        if self.zero_shot_evaluator is None:
+            return {}
+        student = self.pretraining_model.student
+        was_training, start = student.training, time.time()
+        try:
+            metrics = self.zero_shot_evaluator(student.eval(), self.processing_class)
+        finally:
+            student.train(was_training)
+        metrics["zero_shot_runtime"] = round(time.time() - start, 3)
+        return {f"{metric_key_prefix}_{name}": value for name, value in metrics.items()}
+
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
+        """`eval_loss` on the eval dataset (if any) plus the zero-shot metrics (if a `zero_shot_evaluator` is set)."""
+        if eval_dataset is not None or self.eval_dataset is not None:
+            return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
+        metrics = self.zero_shot_metrics(metric_key_prefix)
+        self.log(metrics)
+        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
+        return metrics
+
+    def evaluation_loop(self, dataloader, description, prediction_loss_only=None, ignore_keys=None, metric_key_prefix="eval"):
+        output = super().evaluation_loop(dataloader, description, prediction_loss_only, ignore_keys, metric_key_prefix)
+        if description == "Evaluation":  # not predict()
+            output.metrics.update(self.zero_shot_metrics(metric_key_prefix))
+        return output
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         """Evaluation reports `eval_loss` (the same total loss, without touching the center)."""
