@@ -17,6 +17,7 @@ import statistics
 
 from silc_hf.data import load_image_text_dataset
 from silc_hf.demo import DATA_SIZES, TEMPLATES, train
+from silc_hf.plotting import DIAGNOSTICS, plot_metric_vs_step
 from silc_hf.evaluation import evaluate_segmentation, evaluate_zero_shot_classification, evaluate_retrieval
 from silc_hf.synthetic import CLASSES, export
 
@@ -63,9 +64,8 @@ def run(name: str, overrides: dict, seed: int, data_dir: str, output_dir: str, m
             model, processor, test, list(CLASSES), templates=TEMPLATES, method=method, ignore_index=0, mask_offset=1
         )
         metrics[f"segmentation_{method}"] = {k: v for k, v in segmentation.items() if k != "per_class_IoU"}
-    with open(os.path.join(folder, "log_history.json"), "w") as file:
-        json.dump(trainer.state.log_history, file)
-    final = [e for e in trainer.state.log_history if "contrastive_loss" in e][-1]
+    history = trainer.state.log_history
+    final = [e for e in history if "contrastive_loss" in e][-1]
     record = {
         "name": name,
         "seed": seed,
@@ -74,7 +74,9 @@ def run(name: str, overrides: dict, seed: int, data_dir: str, output_dir: str, m
         "metrics": metrics,
         "final_contrastive_loss": final["contrastive_loss"],
         "final_distillation_loss": final.get("distillation_loss"),
-        "train_runtime_s": [e for e in trainer.state.log_history if "train_runtime" in e][-1]["train_runtime"],
+        "train_runtime_s": [e for e in history if "train_runtime" in e][-1]["train_runtime"],
+        "final_diagnostics": {name: final[name] for name in DIAGNOSTICS if name in final},
+        "log_history": history,  # training logs (losses, teacher diagnostics) and evaluations during training
     }
     with open(result_file, "w") as file:
         json.dump(record, file, indent=2)
@@ -118,6 +120,12 @@ def main(argv: list[str] | None = None) -> None:
         f"\nCaptioned scenes, {args.max_steps} steps x batch {64}, test split ({DATA_SIZES['test']} images); numbers in %\n"
     )
     print(table(records))
+    runs = {}
+    for record in records:
+        runs.setdefault(record["name"], []).append(record["log_history"])
+    figure = os.path.join(args.output_dir, "miou_vs_step.png")
+    plot_metric_vs_step(runs, "eval_segmentation_mIoU", figure, ylabel="zero-shot segmentation mIoU (validation)")
+    print(f"\nmIoU vs step: {figure}")
 
 
 if __name__ == "__main__":

@@ -51,12 +51,15 @@ class SilcDataArguments:
         default=None, metadata={"help": "images with a smaller side are bad (default: local crop size)"}
     )
     max_image_pixels: int = field(default=89_478_485, metadata={"help": "larger images are bad (decompression bombs)"})
-    zero_shot_class_names: str | None = field(
+    zero_shot_class_names: list[str] | None = field(
         default=None,
         metadata={
-            "help": "comma-separated class names for the zero-shot evaluators on eval_data (default: the label "
-            "column's ClassLabel names; without names only retrieval runs)"
+            "help": "class names for the zero-shot evaluators on eval_data (default: the label column's ClassLabel "
+            "names; without names only retrieval runs)"
         },
+    )
+    zero_shot_templates: list[str] | None = field(
+        default=None, metadata={"help": "prompt templates with '{}' for the class name (default: 'a photo of a {}.', ...)"}
     )
     label_column: str = field(default="label", metadata={"help": "eval_data column with class indices"})
     mask_column: str = field(default="mask", metadata={"help": "eval_data column with segmentation masks"})

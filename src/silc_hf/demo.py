@@ -14,12 +14,12 @@ import time
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw
 
 from .data import SilcDataArguments
 from .evaluation import evaluate
 from .factory import SilcModelArguments, run_training
 from .model_card import write_model_card
+from .plotting import plot_segmentation_gallery, plot_training
 from .segmentation import zero_shot_segmentation
 from .synthetic import CLASSES, export
 from .trainer import SilcTrainingArguments
@@ -56,6 +56,9 @@ DEMO_TRAINING = dict(
     warmup_steps=50,
     lr_scheduler_type="cosine",
     logging_steps=20,
+    eval_strategy="steps",  # eval_loss + zero-shot top-1, R@1, segmentation mIoU on the validation split
+    eval_steps=100,
+    per_device_eval_batch_size=64,
     save_strategy="no",
     report_to="none",
     dataloader_num_workers=0,
@@ -70,7 +73,7 @@ DEMO_TRAINING = dict(
     use_cpu=True,
 )
 DATA_SIZES = {"train": 4000, "validation": 200, "test": 300}
-TEMPLATES = ("a {}", "a photo of a {}", "a picture of a {}")
+TEMPLATES = ("a {}", "a picture of a {}")  # in the captions' own words
 PALETTE = np.array(
     [[40, 40, 40], [230, 25, 75], [60, 180, 75], [0, 130, 200], [245, 130, 48], [145, 30, 180]], dtype=np.uint8
 )
@@ -86,7 +89,14 @@ def train(output_dir: str, data_dir: str, max_steps: int, distill_weight: float,
         **{**DEMO_TRAINING, **overrides},
     )
     model_args = SilcModelArguments(train_tokenizer=True, tokenizer_vocab_size=1024)
-    data_args = SilcDataArguments(train_data=os.path.join(data_dir, "train"))
+    data_args = SilcDataArguments(
+        train_data=os.path.join(data_dir, "train"),
+        eval_data=os.path.join(data_dir, "validation"),  # eval_loss and the zero-shot evaluators during training
+        zero_shot_class_names=list(CLASSES),
+        zero_shot_templates=list(TEMPLATES),
+        mask_ignore_index=0,  # background: not one of the classes
+        mask_offset=1,
+    )
     return run_training(model_args, data_args, args, inline_config=DEMO_MODEL)
 
 
@@ -111,65 +121,20 @@ def run_evaluation(model, processor, data_dir: str) -> dict:
     )
 
 
-def plot_curves(log_history: list[dict], path: str) -> None:
-    """Training curves (total, contrastive and distillation loss against step), drawn with Pillow."""
-    series = {
-        name: [(e["step"], e[name]) for e in log_history if name in e]
-        for name in ("loss", "contrastive_loss", "distillation_loss")
-    }
-    series = {k: v for k, v in series.items() if v}
-    width, height, margin = 640, 360, 50
-    image = Image.new("RGB", (width, height), "white")
-    draw = ImageDraw.Draw(image)
-    points = [p for values in series.values() for p in values]
-    if not points:
-        image.save(path)
-        return
-    max_step = max(p[0] for p in points)
-    low, high = min(p[1] for p in points), max(p[1] for p in points)
-    scale = lambda s, v: (
-        margin + (width - 2 * margin) * s / max(max_step, 1),
-        height - margin - (height - 2 * margin) * (v - low) / max(high - low, 1e-9),
-    )  # noqa: E731
-    draw.rectangle((margin, margin, width - margin, height - margin), outline="black")
-    for value in np.linspace(low, high, 5):
-        _, y = scale(0, value)
-        draw.text((5, y - 6), f"{value:.2f}", fill="black")
-    draw.text((width // 2 - 20, height - 30), f"step (0-{max_step})", fill="black")
-    colours = {"loss": "black", "contrastive_loss": (0, 90, 200), "distillation_loss": (220, 60, 30)}
-    for row, (name, values) in enumerate(series.items()):
-        draw.line([scale(s, v) for s, v in values], fill=colours[name], width=2)
-        draw.text((width - margin - 150, margin + 8 + 14 * row), name, fill=colours[name])
-    image.save(path)
-
-
-def segmentation_gallery(model, processor, data_dir: str, path: str, count: int = 6, scale: int = 3) -> None:
-    """Test images next to their ground-truth masks and zero-shot segmentations (colours: background dark,
-    then one per shape)."""
+def segmentation_gallery(model, processor, data_dir: str, path: str, count: int = 6) -> None:
+    """Test images next to their ground-truth masks and zero-shot segmentations (predictions shown on the objects'
+    pixels, which are the scored ones), with a legend naming each colour."""
     from .data import load_image_text_dataset
 
     test = load_image_text_dataset(os.path.join(data_dir, "test"))
-    tiles = []
+    rows = []
     for row in range(count):
         example = test[row]
         image = example["image"].convert("RGB")
         result = zero_shot_segmentation(model, processor, image, list(CLASSES), templates=TEMPLATES)
         truth = np.asarray(example["mask"])
-        predicted = np.where(truth > 0, result.labels.numpy() + 1, 0)  # shown on the objects' pixels
-        panels = [image, Image.fromarray(PALETTE[truth]), Image.fromarray(PALETTE[predicted])]
-        tiles.append([p.resize((p.width * scale, p.height * scale), Image.Resampling.NEAREST) for p in panels])
-    tile_w, tile_h = tiles[0][0].size
-    legend = 20
-    canvas = Image.new("RGB", (3 * tile_w, count * tile_h + legend), "white")
-    draw = ImageDraw.Draw(canvas)
-    for x, title in enumerate(("image", "ground truth", "zero-shot")):
-        draw.text((x * tile_w + 4, 4), title, fill="black")
-    for y, panels in enumerate(tiles):
-        for x, panel in enumerate(panels):
-            canvas.paste(panel, (x * tile_w, legend + y * tile_h))
-    for k, name in enumerate(CLASSES):
-        draw.text((4 + k * 60, canvas.height - 14), name, fill=tuple(int(c) for c in PALETTE[k + 1]))
-    canvas.save(path)
+        rows.append((image, truth, np.where(truth > 0, result.labels.numpy() + 1, 0)))
+    plot_segmentation_gallery(rows, list(CLASSES), PALETTE, path)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -199,7 +164,11 @@ def main(argv: list[str] | None = None) -> dict:
     with open(os.path.join(args.output_dir, "metrics.json"), "w") as file:
         json.dump(results, file, indent=2)
     print("[4/4] writing the plots and the model card", flush=True)
-    plot_curves(trainer.state.log_history, os.path.join(args.output_dir, "training_curve.png"))
+    plot_training(
+        trainer.state.log_history,
+        os.path.join(args.output_dir, "training_curve.png"),
+        title=f"silc_hf.demo: {args.max_steps} steps, distill_weight {args.distill_weight}, seed {args.seed}",
+    )
     segmentation_gallery(model, processor, data_dir, os.path.join(args.output_dir, "segmentation.png"))
     write_model_card(
         model_dir,

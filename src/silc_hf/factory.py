@@ -21,6 +21,7 @@ from .data import (
     load_image_text_dataset,
 )
 from .evaluation import ZeroShotEvaluator
+from .segmentation import DEFAULT_TEMPLATES
 from .image_processing_silc import SilcImageProcessor
 from .modeling_silc import SilcModel
 from .processing_silc import SilcProcessor
@@ -158,7 +159,8 @@ def build_trainer(
         eval_dataset = build_dataset(eval_raw, data_args, args, image_size)
         evaluator = ZeroShotEvaluator(
             eval_raw,
-            class_names=data_args.zero_shot_class_names.split(",") if data_args.zero_shot_class_names else None,
+            class_names=data_args.zero_shot_class_names,
+            templates=data_args.zero_shot_templates or DEFAULT_TEMPLATES,
             image_column=data_args.image_column,
             text_column=data_args.text_column,
             label_column=data_args.label_column,

@@ -158,26 +158,49 @@ def _article(phrase: str) -> str:
     return ("an " if phrase[0] in "aeiou" else "a ") + phrase
 
 
-def draw_scene(rng: np.random.Generator, size: int = 64, max_objects: int = 3) -> Scene:
+def _place(rng: np.random.Generator, size: int, side: float, boxes: list) -> tuple[float, float]:
+    """Top-left corner for a box of `side`: the least-overlapping of 30 random candidates (objects stay visible)."""
+    best, best_overlap = None, math.inf
+    for _attempt in range(30):
+        left, top = rng.uniform(0, size - side, 2)
+        overlap = max(
+            (
+                max(0.0, min(left + side, x + s) - max(left, x)) * max(0.0, min(top + side, y + s) - max(top, y)) / side**2
+                for x, y, s in boxes
+            ),
+            default=0.0,
+        )
+        if overlap < best_overlap:
+            best, best_overlap = (left, top), overlap
+        if overlap == 0:
+            break
+    return best
+
+
+def draw_scene(
+    rng: np.random.Generator,
+    size: int = 64,
+    max_objects: int = 3,
+    color_word_prob: float = 1.0,
+    main_object: tuple | None = None,
+) -> Scene:
     """Draw one scene from `rng`: 1 to `max_objects` objects, placed so that they overlap little."""
     pixels, background = _background(rng, size)
     image = Image.fromarray(pixels)
     mask_image = Image.new("L", (size, size), 0)
     draw, draw_mask = ImageDraw.Draw(image), ImageDraw.Draw(mask_image)
     objects, boxes = [], []
-    for _ in range(int(rng.integers(1, max_objects + 1))):
+    count = int(rng.integers(1, max_objects + 1))
+    for index in range(count):
         kind = CLASSES[rng.integers(len(CLASSES))]
         color = CLASS_COLORS[kind][rng.integers(len(CLASS_COLORS[kind]))]
-        size_name = list(SIZES)[rng.integers(len(SIZES))]
-        side = size * rng.uniform(*SIZES[size_name])
-        for _attempt in range(30):  # keep objects mostly apart, so that each stays visible
-            left, top = rng.uniform(0, size - side, 2)
-            if all(
-                abs(left + side / 2 - x - s / 2) > 0.8 * (side + s) / 2
-                or abs(top + side / 2 - y - s / 2) > 0.8 * (side + s) / 2
-                for x, y, s in boxes
-            ):
-                break
+        if main_object is not None:
+            size_name = "large" if index == 0 else "small"
+            side = size * rng.uniform(*(main_object if index == 0 else (0.28, 0.36)))
+        else:
+            size_name = list(SIZES)[rng.integers(len(SIZES))]
+            side = size * rng.uniform(*SIZES[size_name])
+        left, top = _place(rng, size, side, boxes)
         boxes.append((left, top, side))
         paint = _Painter(draw, draw_mask, CLASSES.index(kind) + 1, (left, top, side), flip=rng.random() < 0.5)
         _draw_object(paint, kind, color, rng)
@@ -187,18 +210,21 @@ def draw_scene(rng: np.random.Generator, size: int = 64, max_objects: int = 3) -
     visible = np.bincount(mask.ravel(), minlength=len(CLASSES) + 1)[1:]
     label = int(np.argmax(visible))
     ordered = sorted(objects, key=lambda o: -o["area"])
-    phrases = [_article(f"{o['size']} {o['color']} {o['class']}") for o in ordered]
+    phrases = [
+        _article(f"{o['size']} {o['color']} {o['class']}" if rng.random() < color_word_prob else f"{o['size']} {o['class']}")
+        for o in ordered
+    ]
     listed = phrases[0] if len(phrases) == 1 else ", ".join(phrases[:-1]) + " and " + phrases[-1]
     caption = TEMPLATES[rng.integers(len(TEMPLATES))].format(objects=listed, background=background)
     return Scene(image=image, mask=mask, caption=caption, label=label, objects=objects)
 
 
-def generate(split: str, num_examples: int, seed: int = 0, image_size: int = 64):
+def generate(split: str, num_examples: int, seed: int = 0, image_size: int = 64, **style):
     """Yield the scenes of a split (`train`, `validation`, `test`): example i is drawn from (seed, split, i)."""
     if split not in SPLIT_SEEDS:
         raise ValueError(f"split={split!r} is not one of {list(SPLIT_SEEDS)}.")
     for index in range(num_examples):
-        yield draw_scene(np.random.default_rng([seed, SPLIT_SEEDS[split], index]), image_size)
+        yield draw_scene(np.random.default_rng([seed, SPLIT_SEEDS[split], index]), image_size, **style)
 
 
 def as_dataset(split: str, num_examples: int, seed: int = 0, image_size: int = 64):
@@ -236,6 +262,7 @@ def export(
     image_size: int = 64,
     fmt: str = "imagefolder",
     shard_size: int = 1000,
+    **style,
 ) -> None:
     """Write the splits under `output_dir/<split>` as an imagefolder (image, mask, metadata.jsonl) or as
     webdataset shards (`<key>.png`, `<key>.mask.png`, `<key>.txt`, `<key>.json`)."""
@@ -245,7 +272,7 @@ def export(
         folder = os.path.join(output_dir, split)
         os.makedirs(folder, exist_ok=True)
         rows, tar = [], None
-        for index, scene in enumerate(generate(split, count, seed, image_size)):
+        for index, scene in enumerate(generate(split, count, seed, image_size, **style)):
             key = f"{index:06d}"  # no split name in file names: `datasets` would read it as a split pattern
             meta = {"text": scene.caption, "label": scene.label, "label_name": CLASSES[scene.label]}
             if fmt == "imagefolder":

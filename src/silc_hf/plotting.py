@@ -1,0 +1,112 @@
+"""Figures for the demo and the study: training curves with the teacher diagnostics and the evaluators' metrics,
+metric-vs-step curves of several runs, and a segmentation gallery with a legend. Needs matplotlib
+(`pip install "silc-hf[demo]"`).
+"""
+
+import numpy as np
+
+LOSSES = {"loss": "total", "contrastive_loss": "image-text", "distillation_loss": "distillation"}
+DIAGNOSTICS = {
+    "teacher_entropy_fraction": "teacher entropy / ln K (per sample; healthy: low)",
+    "teacher_batch_entropy_fraction": "entropy of the batch-mean teacher / ln K (healthy: high)",
+    "student_feature_cosine": "student bottleneck cosine between images (healthy: low)",
+}
+EVALUATIONS = {
+    "eval_zero_shot_top1": "zero-shot top-1",
+    "eval_image_to_text_R@1": "image→text R@1",
+    "eval_segmentation_mIoU": "zero-shot segmentation mIoU",
+}
+
+
+def _pyplot():
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as error:
+        raise ImportError('The plots need matplotlib: pip install "silc-hf[demo]" (or pip install matplotlib).') from error
+    return plt
+
+
+def series(log_history: list[dict], name: str) -> tuple[list[int], list[float]]:
+    """(steps, values) of one logged quantity."""
+    points = [(entry["step"], entry[name]) for entry in log_history if name in entry]
+    return [p[0] for p in points], [p[1] for p in points]
+
+
+def plot_training(log_history: list[dict], path: str, title: str = "") -> None:
+    """Three panels against the optimizer step: the losses, the teacher diagnostics (see
+    `silc_hf.losses.teacher_diagnostics`) and the zero-shot metrics of the evaluators."""
+    plt = _pyplot()
+    figure, axes = plt.subplots(1, 3, figsize=(16, 4.2))
+    for axis, names, ylabel in (
+        (axes[0], LOSSES, "loss"),
+        (axes[1], DIAGNOSTICS, "fraction / cosine"),
+        (axes[2], EVALUATIONS, "metric"),
+    ):
+        for name, label in names.items():
+            steps, values = series(log_history, name)
+            if steps:
+                axis.plot(steps, values, marker="o" if axis is axes[2] else None, markersize=3, label=label)
+        axis.set_xlabel("optimizer step")
+        axis.set_ylabel(ylabel)
+        axis.grid(alpha=0.3)
+        if axis.lines:
+            axis.legend(fontsize=8)
+    axes[1].set_ylim(0, 1.05)
+    axes[2].set_ylim(0, 1.0)
+    axes[0].set_title("losses")
+    axes[1].set_title("teacher diagnostics")
+    axes[2].set_title("evaluation during training (validation split)")
+    if title:
+        figure.suptitle(title)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def plot_metric_vs_step(runs: dict[str, list[list[dict]]], metric: str, path: str, ylabel: str = "") -> None:
+    """One line per run name (mean over its seeds' log histories, shaded min-max band) of an evaluated metric."""
+    plt = _pyplot()
+    figure, axis = plt.subplots(figsize=(6.5, 4.2))
+    for name, histories in runs.items():
+        curves = [dict(zip(*series(history, metric))) for history in histories]
+        steps = sorted(set.intersection(*(set(curve) for curve in curves))) if curves else []
+        if not steps:
+            continue
+        values = np.array([[curve[step] for step in steps] for curve in curves])
+        line = axis.plot(steps, values.mean(axis=0), marker="o", markersize=3, label=f"{name} ({len(curves)} seeds)")
+        axis.fill_between(steps, values.min(axis=0), values.max(axis=0), color=line[0].get_color(), alpha=0.2)
+    axis.set_xlabel("optimizer step")
+    axis.set_ylabel(ylabel or metric)
+    axis.grid(alpha=0.3)
+    axis.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def plot_segmentation_gallery(rows: list[tuple], class_names: list[str], colors: np.ndarray, path: str) -> None:
+    """`rows` of (image, ground-truth mask, predicted mask), masks holding 0 for background and k for class k-1;
+    `colors[k]` is the RGB colour of mask value k. The legend names every colour."""
+    plt = _pyplot()
+    from matplotlib.patches import Patch
+
+    figure, axes = plt.subplots(len(rows), 3, figsize=(6.6, 2.2 * len(rows) + 0.6), squeeze=False)
+    for row, (image, truth, predicted) in enumerate(rows):
+        for column, (panel, title) in enumerate(
+            ((np.asarray(image), "image"), (colors[truth], "ground truth"), (colors[predicted], "zero-shot"))
+        ):
+            axis = axes[row][column]
+            axis.imshow(panel, interpolation="nearest")
+            axis.set_xticks([])
+            axis.set_yticks([])
+            if row == 0:
+                axis.set_title(title)
+    legend = [Patch(color=colors[0] / 255, label="background (not scored)")]
+    legend += [Patch(color=colors[k + 1] / 255, label=name) for k, name in enumerate(class_names)]
+    figure.legend(handles=legend, loc="lower center", ncol=3, fontsize=9, frameon=False)
+    figure.tight_layout(rect=(0, 0.12 if len(rows) < 4 else 0.07, 1, 1))
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
