@@ -23,7 +23,7 @@ LABELS = ["a red circle", "a blue square", "a green triangle", "a photo of a dog
 
 def make_random_clip(folder: Path) -> None:
     """Save a seeded, randomly initialised ViT-Tiny-sized CLIP with its processor to `folder`."""
-    tokenizer = train_clip_tokenizer(["this is a photo of " + label for label in LABELS] * 4, vocab_size=320)
+    tokenizer = train_clip_tokenizer(["this is a photo of " + label for label in LABELS] * 4, vocab_size=600)
     torch.manual_seed(0)
     tower = dict(hidden_size=192, intermediate_size=768, num_hidden_layers=4, num_attention_heads=3)
     config = CLIPConfig(

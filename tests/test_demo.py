@@ -1,6 +1,7 @@
 """The demo end to end (a few steps on a small generated set): every output exists and loads."""
 
 import json
+from pathlib import Path
 
 from PIL import Image
 from transformers import AutoModel, AutoProcessor, pipeline
@@ -10,7 +11,8 @@ from silc_hf.demo import main as demo_main
 
 def test_demo_writes_loadable_outputs(tmp_path):
     results = demo_main(
-        ["--output-dir", str(tmp_path), "--max-steps", "3", "--train-examples", "64", "--test-examples", "8"]
+        ["--output-dir", str(tmp_path), "--max-steps", "4", "--eval-steps", "2", "--train-examples", "64",
+         "--validation-examples", "8", "--test-examples", "8"]
     )
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert [r["task"] for r in metrics["results"]] == [
@@ -20,6 +22,9 @@ def test_demo_writes_loadable_outputs(tmp_path):
         "few-shot-linear-probe",
     ]
     assert metrics["results"] == results["results"]
+    assert [entry["step"] for entry in metrics["evaluation_during_training"]] == [2, 4, 4]  # every 2 steps + final
+    assert set(metrics["final_diagnostics"]) >= {"teacher_entropy_fraction", "teacher_batch_entropy_fraction"}
+    assert sorted(r["label"] for r in metrics["quick_start"]) == sorted(["car", "fish", "flower", "house", "tree"])
     for name in ("training_curve.png", "segmentation.png"):
         with Image.open(tmp_path / name) as image:
             assert image.width > 100 and image.height > 100
@@ -37,3 +42,14 @@ def test_demo_writes_loadable_outputs(tmp_path):
     assert {s["label"] for s in segments} <= {"car", "fish"}
     card = (model_dir / "README.md").read_text()
     assert "model-index" in card and f"{metrics['results'][0]['metrics']['top1_accuracy']}" in card
+
+
+def test_the_bundled_example_is_the_scene_the_demo_checks():
+    import numpy as np
+
+    from silc_hf.demo import example_scene
+
+    bundled = Image.open(Path(__file__).parents[1] / "examples" / "red_car_and_flower.png")
+    scene = example_scene()
+    assert np.array_equal(np.asarray(bundled.convert("RGB")), np.asarray(scene.image))
+    assert [(o["class"], o["color"]) for o in scene.objects] == [("car", "red"), ("flower", "white")]

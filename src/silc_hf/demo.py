@@ -8,20 +8,22 @@ Everything runs through the public pieces (`silc_hf.synthetic`, `silc_hf.factory
 """
 
 import argparse
+import itertools
 import json
 import os
 import time
 
 import numpy as np
 import torch
+from transformers import pipeline
 
 from .data import SilcDataArguments
 from .evaluation import evaluate
 from .factory import SilcModelArguments, run_training
 from .model_card import write_model_card
-from .plotting import plot_segmentation_gallery, plot_training
+from .plotting import DIAGNOSTICS, EVALUATIONS, plot_segmentation_gallery, plot_training
 from .segmentation import zero_shot_segmentation
-from .synthetic import CLASSES, export
+from .synthetic import CLASSES, export, generate
 from .trainer import SilcTrainingArguments
 
 # The small model and recipe of the demo (and of benchmarks/study_silc_vs_clip.py).
@@ -63,13 +65,24 @@ DEMO_TRAINING = dict(
     report_to="none",
     dataloader_num_workers=0,
     dataloader_pin_memory=False,
+    # Views (README "The demo's recipe"): the scenes' classes are told apart by colour, and the captions name the
+    # colours, so DINO's colour-destroying ops (hue, saturation, grayscale, solarize) are off: with them the
+    # teacher's targets were not predictable across views, the student head contracted and the teacher went flat.
+    # The global views, which also feed the image-text loss, are only flipped (as CLIP's); the local views keep
+    # brightness/contrast jitter and blur.
+    global_view_augmentation="flip",
+    hue=0.0,
+    saturation=0.0,
+    grayscale_prob=0.0,
+    solarize_probs=[0.0, 0.0, 0.0],
     num_local_crops=4,
     local_crop_size=32,
-    head_num_prototypes=1024,
+    # Head: 128 prototypes for 64 images a batch (a sharp teacher can spread over at most ~64 of them), trainable
+    # after the first 10 % of the steps (DINO's freeze_last_layer; the demo sets it from max_steps).
+    head_num_prototypes=128,
     head_hidden_dim=256,
     head_bottleneck_dim=64,
     teacher_momentum=0.996,
-    head_freeze_prototypes_steps=100_000,
     use_cpu=True,
 )
 DATA_SIZES = {"train": 4000, "validation": 200, "test": 300}
@@ -86,7 +99,7 @@ def train(output_dir: str, data_dir: str, max_steps: int, distill_weight: float,
         max_steps=max_steps,
         distill_weight=distill_weight,
         seed=seed,
-        **{**DEMO_TRAINING, **overrides},
+        **{**DEMO_TRAINING, "head_freeze_prototypes_steps": max_steps // 10, **overrides},
     )
     model_args = SilcModelArguments(train_tokenizer=True, tokenizer_vocab_size=1024)
     data_args = SilcDataArguments(
@@ -121,6 +134,18 @@ def run_evaluation(model, processor, data_dir: str) -> dict:
     )
 
 
+def example_scene():
+    """The scene bundled as `examples/red_car_and_flower.png` (a large red car and a small white flower), drawn
+    again here so that the check does not depend on the repository's files."""
+    return next(itertools.islice(generate("train", 59, seed=1), 58, None))
+
+
+def quick_start_check(model_dir: str) -> list[dict]:
+    """The README's quick start on the trained model: the stock zero-shot pipeline on the example scene."""
+    classifier = pipeline("zero-shot-image-classification", model=model_dir)
+    return classifier(example_scene().image, candidate_labels=list(CLASSES), hypothesis_template="a {}")
+
+
 def segmentation_gallery(model, processor, data_dir: str, path: str, count: int = 6) -> None:
     """Test images next to their ground-truth masks and zero-shot segmentations (predictions shown on the objects'
     pixels, which are the scored ones), with a legend naming each colour."""
@@ -143,29 +168,42 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--max-steps", type=int, default=600)
     parser.add_argument("--distill-weight", type=float, default=1.0, help="0 trains CLIP only")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--eval-steps", type=int, default=DEMO_TRAINING["eval_steps"], help="evaluate every N steps")
     parser.add_argument("--train-examples", type=int, default=DATA_SIZES["train"])
+    parser.add_argument("--validation-examples", type=int, default=DATA_SIZES["validation"])
     parser.add_argument("--test-examples", type=int, default=DATA_SIZES["test"])
     args = parser.parse_args(argv)
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     start = time.time()
     data_dir, model_dir = os.path.join(args.output_dir, "data"), os.path.join(args.output_dir, "model")
 
-    sizes = {**DATA_SIZES, "train": args.train_examples, "test": args.test_examples}
+    sizes = {"train": args.train_examples, "validation": args.validation_examples, "test": args.test_examples}
     print(f"[1/4] generating captioned scenes {sizes} -> {data_dir}", flush=True)
     if not os.path.exists(os.path.join(data_dir, "test", "metadata.jsonl")):
         export(data_dir, sizes, seed=0, image_size=64)
     print(f"[2/4] training SILC for {args.max_steps} steps on the CPU -> {model_dir}", flush=True)
-    trainer = train(model_dir, data_dir, args.max_steps, args.distill_weight, args.seed)
+    trainer = train(
+        model_dir,
+        data_dir,
+        args.max_steps,
+        args.distill_weight,
+        args.seed,
+        eval_steps=args.eval_steps,
+        logging_steps=min(DEMO_TRAINING["logging_steps"], args.eval_steps),
+    )
     model, processor = trainer.pretraining_model.student.eval(), trainer.processing_class
     print("[3/4] evaluating on the test split", flush=True)
     results = run_evaluation(model, processor, data_dir)
     results["model"] = model_dir
-    results["seconds"] = round(time.time() - start, 1)
-    with open(os.path.join(args.output_dir, "metrics.json"), "w") as file:
-        json.dump(results, file, indent=2)
-    print("[4/4] writing the plots and the model card", flush=True)
+    history = trainer.state.log_history
+    last_train_log = next((entry for entry in reversed(history) if "loss" in entry), {})
+    results["final_diagnostics"] = {name: last_train_log[name] for name in DIAGNOSTICS if name in last_train_log}
+    results["evaluation_during_training"] = [
+        {key: entry[key] for key in ("step", *EVALUATIONS) if key in entry} for entry in history if "eval_loss" in entry
+    ]
+    print("[4/4] writing the plots, the model card and the quick-start check", flush=True)
     plot_training(
-        trainer.state.log_history,
+        history,
         os.path.join(args.output_dir, "training_curve.png"),
         title=f"silc_hf.demo: {args.max_steps} steps, distill_weight {args.distill_weight}, seed {args.seed}",
     )
@@ -178,8 +216,15 @@ def main(argv: list[str] | None = None) -> dict:
         provenance=f"Trained from scratch by `python -m silc_hf.demo` ({args.max_steps} steps, seed {args.seed}) on the "
         "package's generated captioned scenes.",
     )
+    results["quick_start"] = quick_start_check(model_dir)
+    results["seconds"] = round(time.time() - start, 1)
+    with open(os.path.join(args.output_dir, "metrics.json"), "w") as file:
+        json.dump(results, file, indent=2)
     for entry in results["results"]:
         print(f"  {entry['task']}: " + ", ".join(f"{k}={v:.3f}" for k, v in entry["metrics"].items()))
+    print("  teacher at the end: " + ", ".join(f"{k}={v:.3f}" for k, v in results["final_diagnostics"].items()))
+    ranking = ", ".join(f"{r['label']} {r['score']:.2f}" for r in results["quick_start"])
+    print(f"  README quick start (examples/red_car_and_flower.png): {ranking}")
     print(
         f"Done in {results['seconds']:.0f} s: {args.output_dir}/metrics.json, training_curve.png, segmentation.png, model/"
     )

@@ -53,7 +53,9 @@ CLASS_COLORS = {
     "flower": ("red", "purple", "pink", "white", "yellow"),
     "fish": ("orange", "blue", "yellow", "red", "purple"),
 }
-SIZES = {"small": (0.36, 0.46), "large": (0.52, 0.66)}  # object box side as a fraction of the image side
+SIZES = {"large": (0.6, 0.8), "small": (0.28, 0.36)}  # object box side as a fraction of the image side
+MAX_OBJECTS = 3  # one large main object, then up to two small ones
+COLOR_WORD_PROB = 0.5  # each object's colour is named in the caption half of the time
 BACKGROUNDS = ("plain", "noisy", "striped", "checkered", "gradient")
 SPLIT_SEEDS = {"train": 0, "validation": 1, "test": 2}
 TEMPLATES = (
@@ -177,29 +179,18 @@ def _place(rng: np.random.Generator, size: int, side: float, boxes: list) -> tup
     return best
 
 
-def draw_scene(
-    rng: np.random.Generator,
-    size: int = 64,
-    max_objects: int = 3,
-    color_word_prob: float = 1.0,
-    main_object: tuple | None = None,
-) -> Scene:
-    """Draw one scene from `rng`: 1 to `max_objects` objects, placed so that they overlap little."""
+def draw_scene(rng: np.random.Generator, size: int = 64) -> Scene:
+    """Draw one scene from `rng`: a large main object and up to two small ones, placed to overlap little."""
     pixels, background = _background(rng, size)
     image = Image.fromarray(pixels)
     mask_image = Image.new("L", (size, size), 0)
     draw, draw_mask = ImageDraw.Draw(image), ImageDraw.Draw(mask_image)
     objects, boxes = [], []
-    count = int(rng.integers(1, max_objects + 1))
-    for index in range(count):
+    for index in range(int(rng.integers(1, MAX_OBJECTS + 1))):
         kind = CLASSES[rng.integers(len(CLASSES))]
         color = CLASS_COLORS[kind][rng.integers(len(CLASS_COLORS[kind]))]
-        if main_object is not None:
-            size_name = "large" if index == 0 else "small"
-            side = size * rng.uniform(*(main_object if index == 0 else (0.28, 0.36)))
-        else:
-            size_name = list(SIZES)[rng.integers(len(SIZES))]
-            side = size * rng.uniform(*SIZES[size_name])
+        size_name = "large" if index == 0 else "small"
+        side = size * rng.uniform(*SIZES[size_name])
         left, top = _place(rng, size, side, boxes)
         boxes.append((left, top, side))
         paint = _Painter(draw, draw_mask, CLASSES.index(kind) + 1, (left, top, side), flip=rng.random() < 0.5)
@@ -209,22 +200,21 @@ def draw_scene(
     # Later objects may cover earlier ones: the label is the class with the most visible pixels.
     visible = np.bincount(mask.ravel(), minlength=len(CLASSES) + 1)[1:]
     label = int(np.argmax(visible))
-    ordered = sorted(objects, key=lambda o: -o["area"])
     phrases = [
-        _article(f"{o['size']} {o['color']} {o['class']}" if rng.random() < color_word_prob else f"{o['size']} {o['class']}")
-        for o in ordered
+        _article(f"{o['size']} {o['color']} {o['class']}" if rng.random() < COLOR_WORD_PROB else f"{o['size']} {o['class']}")
+        for o in sorted(objects, key=lambda o: -o["area"])
     ]
     listed = phrases[0] if len(phrases) == 1 else ", ".join(phrases[:-1]) + " and " + phrases[-1]
     caption = TEMPLATES[rng.integers(len(TEMPLATES))].format(objects=listed, background=background)
     return Scene(image=image, mask=mask, caption=caption, label=label, objects=objects)
 
 
-def generate(split: str, num_examples: int, seed: int = 0, image_size: int = 64, **style):
+def generate(split: str, num_examples: int, seed: int = 0, image_size: int = 64):
     """Yield the scenes of a split (`train`, `validation`, `test`): example i is drawn from (seed, split, i)."""
     if split not in SPLIT_SEEDS:
         raise ValueError(f"split={split!r} is not one of {list(SPLIT_SEEDS)}.")
     for index in range(num_examples):
-        yield draw_scene(np.random.default_rng([seed, SPLIT_SEEDS[split], index]), image_size, **style)
+        yield draw_scene(np.random.default_rng([seed, SPLIT_SEEDS[split], index]), image_size)
 
 
 def as_dataset(split: str, num_examples: int, seed: int = 0, image_size: int = 64):
@@ -262,7 +252,6 @@ def export(
     image_size: int = 64,
     fmt: str = "imagefolder",
     shard_size: int = 1000,
-    **style,
 ) -> None:
     """Write the splits under `output_dir/<split>` as an imagefolder (image, mask, metadata.jsonl) or as
     webdataset shards (`<key>.png`, `<key>.mask.png`, `<key>.txt`, `<key>.json`)."""
@@ -272,7 +261,7 @@ def export(
         folder = os.path.join(output_dir, split)
         os.makedirs(folder, exist_ok=True)
         rows, tar = [], None
-        for index, scene in enumerate(generate(split, count, seed, image_size, **style)):
+        for index, scene in enumerate(generate(split, count, seed, image_size)):
             key = f"{index:06d}"  # no split name in file names: `datasets` would read it as a split pattern
             meta = {"text": scene.caption, "label": scene.label, "label_name": CLASSES[scene.label]}
             if fmt == "imagefolder":
