@@ -10,7 +10,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
 
-from silc_hf.losses import DistillationLoss, distributed_contrastive_loss
+from silc_hf.losses import DistillationLoss, distributed_contrastive_loss, sinkhorn_knopp
 
 
 def _embeddings(n=4, dim=5, seed=0):
@@ -149,6 +149,8 @@ def _rank_worker(rank, world_size, port, images, texts, teacher_out, results):
         center = DistillationLoss(teacher_out.shape[1]).double()
         center.update_center(teacher_out[rows])
         out["center"] = center.center.clone()
+        # Sinkhorn targets: the ranks' rows differ in scale, so a per-rank shift or total would show
+        out["sinkhorn"] = sinkhorn_knopp(teacher_out[rows] * (1 + 3 * rank), iterations=3)
         results[rank] = out
     finally:
         dist.destroy_process_group()
@@ -181,6 +183,10 @@ def test_two_ranks_equal_one_process_on_the_global_batch():
     single.update_center(teacher_out)
     for rank in (0, 1):
         torch.testing.assert_close(results[rank]["center"], single.center)
+    scaled = torch.cat([teacher_out[:3], teacher_out[3:] * 4])
+    torch.testing.assert_close(
+        torch.cat([results[0]["sinkhorn"], results[1]["sinkhorn"]]), sinkhorn_knopp(scaled, iterations=3)
+    )
 
 
 def test_sinkhorn_targets_balance_the_prototypes_and_keep_the_ranking():

@@ -77,8 +77,10 @@ DEMO_TRAINING = dict(
     solarize_probs=[0.0, 0.0, 0.0],
     num_local_crops=4,
     local_crop_size=32,
-    # Head: 128 prototypes for 64 images a batch (a sharp teacher can spread over at most ~64 of them), trainable
-    # after the first 10 % of the steps (DINO's freeze_last_layer; the demo sets it from max_steps).
+    # Head: 128 prototypes for 64 images a batch, trainable after the first 10 % of the steps (DINO's
+    # freeze_last_layer; the demo sets it from max_steps). Sinkhorn-Knopp centring (DINOv2's default) spreads the
+    # teacher's mass over the prototypes across the batch; DINO's EMA centre used ~25 of them (README).
+    centering="sinkhorn",
     head_num_prototypes=128,
     head_hidden_dim=256,
     head_bottleneck_dim=64,

@@ -102,12 +102,12 @@ def sinkhorn_knopp(scores: torch.Tensor, iterations: int = 3) -> torch.Tensor:
     """Teacher targets with equal mass on every prototype over the global batch (SwAV; DINOv2
     `sinkhorn_knopp_teacher`): alternately normalise prototype totals to 1/K and sample totals to 1/B.
     `scores` are `(batch, K)` logits already divided by the temperature; returns rows summing to 1."""
-    q = torch.exp(scores - scores.max()).t()  # (K, batch); the shift cancels in the normalisations
-    num_prototypes, batch = q.shape
+    shift = scores.max()  # one shift for the global batch: it cancels in the normalisations only if shared
+    num_prototypes, batch = scores.shape[1], torch.tensor(float(scores.shape[0]), device=scores.device)
     if is_distributed():
-        batch_total = torch.tensor(float(batch), device=q.device)
-        dist.all_reduce(batch_total)
-        batch = batch_total.item()
+        dist.all_reduce(shift, op=dist.ReduceOp.MAX)
+        dist.all_reduce(batch)  # a tensor, not .item(): no host sync
+    q = torch.exp(scores - shift).t()  # (K, batch)
     total = q.sum()
     if is_distributed():
         dist.all_reduce(total)

@@ -1,9 +1,9 @@
 """Captioned scenes: a procedural image-caption-mask dataset that ships with the package.
 
-Each image has a textured background and 1-3 objects of five classes (tree, house, car, flower, fish), each
-drawn from parts (a tree is a crown on a trunk, a car a body, a window and two wheels, ...), in a colour and
-one of two sizes. It comes with a natural-language caption naming every object ("a large red car") and the
-background, a pixel mask (0 = background, k = the k-th class, every part of an object carrying its class) and
+Each image has a textured background, one large main object and up to two small ones, of five classes (tree,
+house, car, flower, fish), each drawn from parts (a tree is a crown on a trunk, a car a body, a window and two
+wheels, ...) in a colour. It comes with a natural-language caption naming every object and the background (an
+object's colour is named half of the time: "a large red car" or "a large car"), a pixel mask (0 = background, k = the k-th class, every part of an object carrying its class) and
 a class label (the class with the most visible pixels). Everything is a deterministic function of the seed.
 Splits use disjoint seeds. Export as `imagefolder` + `metadata.jsonl` or as webdataset shards, so that the
 training and evaluation scripts run on it exactly as on real data:
@@ -17,7 +17,10 @@ shape: 27-40 % test accuracy after 600 steps, chance 20-32 %; a small CNN 33-41 
 their parts' colours and layout are learned quickly (the same supervised probe: 80 % top-1, 57 % mIoU on the
 objects' pixels from the patch tokens), and they make dense labelling a real test of what patch features know:
 colours are shared between classes (a red car, a red roof, a red flower), so labelling each part with its
-object's class takes more than the colour under the patch.
+object's class takes more than the colour under the patch. Why one main object and colours named half of the
+time (measured with the demo's CLIP-only recipe, 600 steps): with 1-4 scattered objects of equal size and
+every colour named, zero-shot top-1 was 36 %; captions that always name the colour let the text side lean on
+colour words (never naming them: 44 %, but segmentation mIoU 10.5 %); half of the time: 64 % and 24.9 %.
 """
 
 import argparse
