@@ -81,6 +81,11 @@ class SilcTeacher(nn.Module):
 
 
 @torch.no_grad()
+def _float32(device: torch.device):
+    """A region computed in float32 even inside the Trainer's bf16/fp16 autocast (photometric ops, losses)."""
+    return torch.autocast(device.type, enabled=False)
+
+
 def ema_update(teacher: Sequence[torch.Tensor], student: Sequence[torch.Tensor], momentum: float) -> None:
     """teacher <- momentum * teacher + (1 - momentum) * student, fused over all tensors (`torch._foreach_*`)."""
     student = [s.detach().to(t.dtype) for t, s in zip(teacher, student)]
@@ -191,7 +196,9 @@ class SilcPretrainingModel(nn.Module):
         batch, num_views = views.shape[:2]
         views = views.transpose(0, 1).flatten(0, 1)
         augment = {key: value.transpose(0, 1).flatten(0, 1) for key, value in augment.items()}
-        return apply_photometric(views, augment, **self.photometric).to(self.student.dtype)
+        with _float32(views.device):  # the photometric ops stay in float32 under --bf16 / --fp16
+            pixels = apply_photometric(views, augment, **self.photometric)
+        return pixels.to(self.student.dtype)
 
     def forward(
         self,
@@ -212,18 +219,18 @@ class SilcPretrainingModel(nn.Module):
         global_out = student.vision_model(pixel_values=global_pixels)
         losses, loss = {}, 0.0
         if contrastive_weight > 0:  # 0: self-distillation alone (the text tower is not run)
-            text_embeds = F.normalize(
-                student.text_model(input_ids=input_ids, attention_mask=attention_mask).text_embeds, dim=-1
-            )
-            image_embeds = F.normalize(global_out.image_embeds, dim=-1).view(num_global, batch, -1)
-            contrastive = torch.stack(
-                [
-                    distributed_contrastive_loss(
-                        view, text_embeds, student.logit_scale, student.logit_bias, student.config.loss_type
-                    )
-                    for view in image_embeds
-                ]
-            ).mean()
+            text_out = student.text_model(input_ids=input_ids, attention_mask=attention_mask)
+            with _float32(global_pixels.device):  # losses in float32 under mixed precision
+                text_embeds = F.normalize(text_out.text_embeds.float(), dim=-1)
+                image_embeds = F.normalize(global_out.image_embeds.float(), dim=-1).view(num_global, batch, -1)
+                contrastive = torch.stack(
+                    [
+                        distributed_contrastive_loss(
+                            view, text_embeds, student.logit_scale, student.logit_bias, student.config.loss_type
+                        )
+                        for view in image_embeds
+                    ]
+                ).mean()
             losses["contrastive_loss"] = contrastive
             loss = contrastive_weight * contrastive
 
@@ -235,15 +242,20 @@ class SilcPretrainingModel(nn.Module):
                 student_pooled.append(local_out.pooler_output)
             bottleneck = self.student_head.bottleneck(torch.cat(student_pooled))
             student_logits = self.student_head.prototype_scores(bottleneck).float().split(batch)
-            teacher_logits = self.teacher(global_pixels.float()).split(batch)
+            # the teacher's weights stay float32; under autocast its matmuls run in bf16/fp16, as in DINO
+            teacher_logits = self.teacher(global_pixels.float()).float().split(batch)
             loss_fn = self.distillation_loss
-            teacher_probs = loss_fn.teacher_probabilities(list(teacher_logits), teacher_temperature)
-            distillation = loss_fn(list(student_logits), list(teacher_logits), teacher_temperature, teacher_probs)
+            with _float32(global_pixels.device):
+                teacher_probs = loss_fn.teacher_probabilities(list(teacher_logits), teacher_temperature)
+                distillation = loss_fn(list(student_logits), list(teacher_logits), teacher_temperature, teacher_probs)
+                features = [view.float() for view in bottleneck.detach().split(batch)]
+                losses.update(teacher_diagnostics(torch.cat(teacher_probs), features))
             losses["distillation_loss"] = distillation
-            losses.update(teacher_diagnostics(torch.cat(teacher_probs), list(bottleneck.detach().split(batch))))
             loss = loss + distill_weight * distillation
             if koleo_weight > 0:  # DINOv2: per global view, on the features that enter the head
-                koleo = torch.stack([koleo_loss(view) for view in global_out.pooler_output.split(batch)]).mean()
+                with _float32(global_pixels.device):
+                    pooled = global_out.pooler_output.float().split(batch)
+                    koleo = torch.stack([koleo_loss(view) for view in pooled]).mean()
                 losses["koleo_loss"] = koleo
                 loss = loss + distill_weight * koleo_weight * koleo
         if not torch.is_tensor(loss):
