@@ -280,8 +280,7 @@ def test_bf16_autocast_tracks_the_float32_run(data_folder, tmp_path):
     """10 steps under --bf16 (CPU autocast) against float32 from the same init and data. bf16 keeps 8 mantissa
     bits (relative rounding 2^-9 = 0.2 %); matmuls in bf16 through a few layers give ~1 % on a loss, and the
     runs' weights drift apart over the steps (measured: at most 1.5 % over these 10 steps), so each logged
-    loss is compared at 3 % relative. Weights, teacher
-    and center stay float32."""
+    loss is compared at 3 % relative. Weights, teacher and center stay float32."""
     logs = {}
     for name, extra in (("float32", {}), ("bf16", {"bf16": True})):
         trainer = _trainer(data_folder, _args(tmp_path / name, max_steps=10, **extra))
