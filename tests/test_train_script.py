@@ -2,6 +2,8 @@
 
 import importlib.util
 import json
+import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -149,3 +151,65 @@ def test_silc_fine_tuning_starts_from_an_hf_clip_checkpoint(tmp_path, clip_folde
     clip = CLIPModel.from_pretrained(clip_folder)
     assert model.config.text_config.vocab_size == clip.config.text_config.vocab_size
     assert not torch.equal(model.vision_model.projection.weight, clip.visual_projection.weight)  # it trained
+
+
+def _newest_complete(folder: Path) -> int:
+    steps = [int(p.name.split("-")[1]) for p in folder.glob("checkpoint-*") if (p / "trainer_state.json").exists()]
+    return max(steps, default=0)
+
+
+def test_a_killed_run_rerun_with_the_same_command_resumes_from_its_newest_complete_checkpoint(tmp_path):
+    """SIGKILL mid-run, a newer checkpoint folder with truncated weights, the same command again: the rerun skips
+    the broken folder (naming it), resumes from the complete one, and ends with the weights of an uninterrupted
+    run. Every checkpoint is also a model folder (AutoModel, the pipeline and evaluate_silc.py read it)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from safetensors.torch import load_file
+
+    write_caption_folder(tmp_path / "data", n=64, seed=1)
+
+    def command(output_dir):
+        return [sys.executable, str(ROOT / "training/train_silc.py"), "--config", str(ROOT / "training/configs/tiny.json"),
+                "--train_data", str(tmp_path / "data"), "--eval_data", "", "--output_dir", str(output_dir),
+                "--use_cpu", "true", "--max_steps", "40", "--save_steps", "2", "--save_total_limit", "3",
+                "--per_device_train_batch_size", "8", "--disable_tqdm", "true"]
+
+    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run(command(tmp_path / "straight"), check=True, env=environment, capture_output=True)
+
+    run = tmp_path / "run"
+    process = subprocess.Popen(command(run), env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    while _newest_complete(run) < 4 and process.poll() is None:
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    assert process.wait() == -signal.SIGKILL  # killed, not finished
+    step = _newest_complete(run)
+    assert 4 <= step < 40 and not (run / "model.safetensors").exists()
+
+    checkpoint = run / f"checkpoint-{step}"
+    model = AutoModel.from_pretrained(checkpoint)  # a checkpoint is a model folder: student only
+    assert not any(name.startswith(("teacher", "head")) for name in model.state_dict())
+    torch.testing.assert_close(model.state_dict(), load_file(checkpoint / "model.safetensors"), rtol=0, atol=0)
+    classifier = pipeline("zero-shot-image-classification", model=str(checkpoint))
+    labels = ["a red circle", "a blue square"]
+    assert len(classifier(shape_image("red", "circle", 5), candidate_labels=labels, hypothesis_template="{}")) == 2
+    spec = importlib.util.spec_from_file_location("evaluate_silc", ROOT / "training" / "evaluate_silc.py")
+    evaluate_silc = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(evaluate_silc)
+    results = evaluate_silc.main(["--model", str(checkpoint), "--data", str(tmp_path / "data"), "--tasks", "retrieval"])
+    assert 0 <= results["results"][0]["metrics"]["image_to_text_R@1"] <= 1
+
+    broken = run / f"checkpoint-{step + 1}"  # newer than the complete one, weights cut short
+    shutil.copytree(checkpoint, broken)
+    data = (broken / "model.safetensors").read_bytes()
+    (broken / "model.safetensors").write_bytes(data[: len(data) // 2])
+
+    rerun = subprocess.run(command(run), env=environment, capture_output=True, text=True)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert f"Skipping {broken}: unreadable weights model.safetensors" in rerun.stderr
+    assert f"Resuming from {checkpoint}" in rerun.stderr  # not from step 0
+    straight, resumed = load_file(tmp_path / "straight/model.safetensors"), load_file(run / "model.safetensors")
+    torch.testing.assert_close(resumed, straight, rtol=0, atol=1e-6)

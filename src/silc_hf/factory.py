@@ -10,6 +10,7 @@ from transformers import AutoConfig, AutoProcessor, AutoTokenizer, set_seed
 from transformers.utils import logging
 
 from .augmentation import MultiCropTransform
+from .checkpoints import resolve_resume_checkpoint
 from .configuration_silc import SilcConfig
 from .convert import from_hf_clip, from_hf_siglip, silc_processor_from
 from .data import (
@@ -146,7 +147,10 @@ def build_trainer(
     if data_args.streaming and args.max_steps <= 0:
         raise ValueError("--streaming datasets have no length; set --max_steps.")
     train_raw = load_image_text_dataset(data_args.train_data, streaming=data_args.streaming)
-    checkpoint = args.resume_from_checkpoint
+    # rerunning the same command after a preemption resumes from the newest complete checkpoint
+    checkpoint = args.resume_from_checkpoint = resolve_resume_checkpoint(
+        args.resume_from_checkpoint, args.output_dir, args.overwrite_output_dir
+    )
     if checkpoint and os.path.isdir(checkpoint) and not model_args.init_from:
         model_args.tokenizer, model_args.train_tokenizer = checkpoint, False  # the tokenizer the run was trained with
     set_seed(args.seed)  # before any weight is initialised: every rank (and every rerun) builds the same model

@@ -14,11 +14,13 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 import torch
+from safetensors.torch import load_file, save_file
 from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer import TRAINING_ARGS_NAME
 from transformers.utils import logging
 
 from .augmentation import MultiCropArguments
+from .checkpoints import DISTILLATION_STATE_NAME, latest_complete_checkpoint, load_student_state
 from .data import StreamingMultiCropDataset
 from .distillation import SilcPretrainingModel, cosine_schedule, linear_warmup
 from .evaluation import ZeroShotEvaluator
@@ -41,6 +43,13 @@ class SilcTrainingArguments(MultiCropArguments, TrainingArguments):
     )
     distill_start_step: int = field(
         default=0, metadata={"help": "optimizer step at which distillation starts (teacher copied from the student)"}
+    )
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={
+            "help": "the train script resumes from the newest complete checkpoint in output_dir; this starts from "
+            "step 0 instead and deletes output_dir's checkpoints"
+        },
     )
     teacher_momentum: float = field(default=0.999, metadata={"help": "EMA momentum of the teacher (fixed in SILC)"})
     teacher_momentum_schedule: str = field(
@@ -129,8 +138,10 @@ class SilcTrainer(Trainer):
     Give it a `SilcModel` (it builds the `SilcPretrainingModel` around it: head, teacher, loss) or a
     `SilcPretrainingModel`, a `SilcTrainingArguments`, a multi-crop dataset and `SilcMultiCropCollator`
     (see `silc_hf.data`), and the model's processor as `processing_class` (its normalisation is used for
-    the views, and it is saved with the model). Checkpoints hold the whole pretraining state (student,
-    head, teacher, center); `save_model()` writes a clean `SilcModel` folder with the processor.
+    the views, and it is saved with the model). `save_model()` writes a clean `SilcModel` folder with the
+    processor; every checkpoint is such a folder too, plus the head, teacher and center in
+    `distillation_state.safetensors` (see `silc_hf.checkpoints`). `train(resume_from_checkpoint="latest")`
+    (or `True`) resumes from the newest complete checkpoint in `output_dir`.
     """
 
     # compute_loss returns each micro-batch's mean loss; the Trainer divides it by the accumulation steps.
@@ -355,13 +366,22 @@ class SilcTrainer(Trainer):
                 f"unexpected {load_result.unexpected_keys[:5]}. Resume with the same model and head settings."
             )
 
+    def train(self, resume_from_checkpoint: str | bool | None = None, **kwargs):
+        """`resume_from_checkpoint`: a checkpoint folder, or "latest" / `True` for the newest *complete* one in
+        `output_dir` (folders cut short by a kill are skipped with a warning; none found: step 0)."""
+        if resume_from_checkpoint is True or resume_from_checkpoint == "latest":
+            resume_from_checkpoint = latest_complete_checkpoint(self.args.output_dir)
+        return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
+
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
-        """Checkpoints (`_internal_call`) save the whole pretraining state; the final export is a clean
-        `SilcModel` folder (no teacher, head or center) with the processor, loadable by `AutoModel`."""
-        if _internal_call:
+        """A clean `SilcModel` folder (student weights, config, processor; no teacher, head or center),
+        loadable by `AutoModel` and the pipelines. Checkpoints (`_internal_call`) add the rest of the
+        pretraining state in `distillation_state.safetensors`. Under FSDP, checkpoints keep the Trainer's
+        own format (resumable, not loadable as a model)."""
+        if _internal_call and self.is_fsdp_enabled:
             return super().save_model(output_dir, _internal_call=True)
         output_dir = output_dir or self.args.output_dir
-        state_dict = self.accelerator.get_state_dict(self.model)  # gathers FSDP / DeepSpeed shards
+        state_dict = self.accelerator.get_state_dict(self.model)  # gathers DeepSpeed shards
         if not self.args.should_save:
             return
         prefix = "student."
@@ -370,6 +390,22 @@ class SilcTrainer(Trainer):
         if self.processing_class is not None:
             self.processing_class.save_pretrained(output_dir)
         torch.save(self.args, os.path.join(output_dir, TRAINING_ARGS_NAME))
+        if _internal_call:
+            rest = {key: value.contiguous() for key, value in state_dict.items() if not key.startswith(prefix)}
+            save_file(rest, os.path.join(output_dir, DISTILLATION_STATE_NAME), metadata={"format": "pt"})
+
+    def _load_best_model(self) -> None:
+        if self.is_fsdp_enabled or self.is_deepspeed_enabled:
+            return super()._load_best_model()
+        self._load_from_checkpoint(self.state.best_model_checkpoint)
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
+        """Restore student, head, teacher and center from a checkpoint written by `save_model`."""
+        if self.is_fsdp_enabled or not os.path.isfile(os.path.join(resume_from_checkpoint, DISTILLATION_STATE_NAME)):
+            return super()._load_from_checkpoint(resume_from_checkpoint, model)
+        state = {f"student.{key}": value for key, value in load_student_state(resume_from_checkpoint).items()}
+        state.update(load_file(os.path.join(resume_from_checkpoint, DISTILLATION_STATE_NAME)))
+        self._issue_warnings_after_load((model or self.model).load_state_dict(state, strict=False))
 
 
 __all__ = ["SilcTrainer", "SilcTrainingArguments"]
