@@ -178,3 +178,18 @@ def test_hidden_states_and_attentions_are_returned_on_request():
     vision = out.vision_model_output
     assert len(vision.hidden_states) == 3 and len(vision.attentions) == 2
     assert vision.attentions[0].shape == (2, 4, 16, 16)
+
+
+def test_configs_follow_transformers_width_conventions():
+    """transformers' common model tests (`test_get_image_features_output`) read a tower's width from the first
+    of `embed_dim`, ..., `hidden_size` its config has; SILC's joint size is `output_dim` / `projection_dim`."""
+    config = tiny_silc_config(vision_config={"projection_dim": 24}, text_config={"projection_dim": 24})
+    model = SilcModel(config).eval()
+    pixels = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        image = model.get_image_features(pixel_values=pixels)
+        text = model.get_text_features(input_ids=torch.tensor([[5, 6, 1], [7, 1, 0]]))
+    for tower, output in ((config.vision_config, image), (config.text_config, text)):
+        width = next(getattr(tower, name) for name in ("embed_dim", "hidden_size") if hasattr(tower, name))
+        assert output.last_hidden_state.shape[-1] == width == 32
+        assert output.pooler_output.shape[-1] == tower.output_dim == config.projection_dim == 24

@@ -98,8 +98,9 @@ class SilcVisionConfig(PreTrainedConfig):
         self.validate_architecture()
 
     @property
-    def embed_dim(self) -> int:
-        """Size of `image_embeds`: the projection size, or the width when there is no projection."""
+    def output_dim(self) -> int:
+        """Size of `image_embeds`: the projection size, or the width when there is no projection. (Not
+        `embed_dim`: transformers reads that as the tower's width.)"""
         return self.projection_dim or self.hidden_size
 
     @property
@@ -170,7 +171,7 @@ class SilcTextConfig(PreTrainedConfig):
         self.validate_architecture()
 
     @property
-    def embed_dim(self) -> int:
+    def output_dim(self) -> int:
         """Size of `text_embeds`: the projection size, or the width when there is no projection."""
         return self.projection_dim or self.hidden_size
 
@@ -234,11 +235,11 @@ class SilcConfig(PreTrainedConfig):
     @property
     def projection_dim(self) -> int:
         """Size of the joint image-text embedding space."""
-        return self.vision_config.embed_dim
+        return self.vision_config.output_dim
 
     def validate_architecture(self):
         _check_choice(self, "loss_type", LOSS_TYPES)
-        image_dim, text_dim = self.vision_config.embed_dim, self.text_config.embed_dim
+        image_dim, text_dim = self.vision_config.output_dim, self.text_config.output_dim
         if image_dim != text_dim:
             raise ValueError(
                 f"The image embedding size ({image_dim}: vision_config.projection_dim or hidden_size) differs from "
