@@ -513,11 +513,16 @@ class SilcTextModel(SilcPreTrainedModel):
             return (last_hidden_state * weights).sum(1) / weights.sum(1).clamp(min=1)
         if pooling == "eos":
             is_eos = input_ids == self.config.eos_token_id
-            if not is_eos.any(dim=-1).all():
-                raise ValueError(
-                    f"pooling_type='eos' needs eos_token_id={self.config.eos_token_id} in every sequence; tokenize "
-                    "with the model's tokenizer (it appends EOS) and do not truncate it away."
-                )
+            message = (
+                f"pooling_type='eos' needs eos_token_id={self.config.eos_token_id} in every sequence; tokenize "
+                "with the model's tokenizer (it appends EOS) and do not truncate it away."
+            )
+            every_row_has_eos = is_eos.any(dim=-1).all()
+            if input_ids.device.type == "cpu" and not torch.compiler.is_compiling():
+                if not every_row_has_eos:  # free on the CPU: the clear error
+                    raise ValueError(message)
+            else:  # on an accelerator or compiled: checked on the device, without a host sync or a graph break
+                torch._assert_async(every_row_has_eos, message)
             positions = is_eos.int().argmax(dim=-1)  # first EOS
         else:  # "argmax": the highest token id is EOS in OpenAI CLIP's vocabulary
             positions = input_ids.argmax(dim=-1)

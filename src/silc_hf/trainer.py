@@ -162,6 +162,8 @@ class SilcTrainer(Trainer):
         if not isinstance(model, SilcPretrainingModel):
             raise TypeError(f"SilcTrainer trains a SilcModel or a SilcPretrainingModel, got {type(model).__name__}.")
         args.check(model.config.vision_config.patch_size)
+        if args.torch_compile:
+            self.compile_towers(model, args)
         super().__init__(model=model, args=args, processing_class=processing_class, **kwargs)
         if self.is_deepspeed_enabled and self.accelerator.state.deepspeed_plugin.zero_stage == 3:
             raise ValueError(
@@ -172,6 +174,25 @@ class SilcTrainer(Trainer):
         self._parts: dict[str, list[torch.Tensor]] = defaultdict(list)
         self._skipped_samples = 0
         self.zero_shot_evaluator = zero_shot_evaluator
+
+    @staticmethod
+    def compile_towers(model: SilcPretrainingModel, args: SilcTrainingArguments) -> None:
+        """`--torch_compile`: compile the student's towers, its head and the teacher in place, each as one graph
+        (`fullgraph=True`) per input shape (`dynamic=False`: global and local views are two shapes), rather than
+        the whole step (its batched augmentation branches on the data). State-dict keys do not change."""
+        options = dict(fullgraph=True, dynamic=False, backend=args.torch_compile_backend or "inductor")
+        if args.torch_compile_mode:
+            options["mode"] = args.torch_compile_mode
+        for module in (model.student.vision_model, model.student.text_model, model.student_head, model.teacher):
+            module.compile(**options)
+
+    def _build_accelerator_args(self, **kwargs) -> dict:
+        args = super()._build_accelerator_args(**kwargs)
+        if self.args.torch_compile:  # the towers are compiled already (compile_towers); not the whole wrapper
+            from accelerate.utils import TorchDynamoPlugin
+
+            args["dynamo_plugin"] = TorchDynamoPlugin(backend="no")
+        return args
 
     @staticmethod
     def build_pretraining_model(
