@@ -38,7 +38,9 @@ def tower_flops(config, tokens: int) -> float:
     return 2 * block_params * tokens + 4 * layers * tokens**2 * d
 
 
-def predicted_ratio(config: SilcConfig, num_local: int, local_size: int, head_params: int) -> float:
+def step_flops(config: SilcConfig, num_local: int, local_size: int, head_params: int) -> tuple[float, float]:
+    """(CLIP-only, SILC) training FLOPs per image: forward + backward (3x forward) of the trained parts, the
+    teacher's forward on the 2 global views."""
     vision, text = config.vision_config, config.text_config
     prefix = 1 if vision.pooling_type == "cls" else 0
     global_tokens = vision.num_patches + prefix
@@ -54,6 +56,11 @@ def predicted_ratio(config: SilcConfig, num_local: int, local_size: int, head_pa
         + (2 + num_local) * 3 * head_fwd
         + 2 * head_fwd
     )
+    return clip, silc
+
+
+def predicted_ratio(config: SilcConfig, num_local: int, local_size: int, head_params: int) -> float:
+    clip, silc = step_flops(config, num_local, local_size, head_params)
     return silc / clip
 
 

@@ -218,3 +218,43 @@ def test_collator_batches_views_and_pads_text(tmp_path):
     assert batch["global_views"].shape == (3, 2, 3, 32, 32) and batch["local_views"].shape == (3, 2, 3, 16, 16)
     assert batch["global_augment"]["jitter_order"].shape == (3, 2, 4)
     assert batch["input_ids"].shape[0] == 3 and torch.equal(batch["skipped_samples"], torch.zeros(3, dtype=torch.long))
+
+
+def _photo_like_jpeg(width: int, height: int, seed: int = 0) -> bytes:
+    """Smooth gradients, soft blobs and grain: closer to a photograph's spectrum than noise or flat shapes."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width] / max(width, height)
+    channels = []
+    for _ in range(3):
+        value = sum(np.sin(2 * np.pi * (rng.uniform(1, 12) * x + rng.uniform(1, 12) * y) + rng.uniform(0, 6)) for _ in range(4))
+        for _ in range(6):
+            cx, cy, r = rng.uniform(0, 1), rng.uniform(0, 0.75), rng.uniform(0.02, 0.1)
+            value = value + 2 * np.exp(-((x - cx) ** 2 + (y - cy) ** 2) / r**2)
+        channels.append(value)
+    pixels = np.stack(channels, -1)
+    pixels = (pixels - pixels.min()) / (pixels.max() - pixels.min()) * 230 + rng.normal(0, 3, pixels.shape)
+    buffer = io.BytesIO()
+    Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(buffer, format="JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def test_reduced_jpeg_decoding_gives_the_full_resolution_crops_within_35_db():
+    """The data worker decodes a JPEG at 1/2, 1/4 or 1/8 scale when every crop box stays at least as large as its
+    view; the views match those cut from the full-resolution decode of the same boxes (PSNR >= 35 dB)."""
+    transform = MultiCropTransform(MultiCropArguments(num_local_crops=8, local_crop_size=96), global_crop_size=224)
+    preparer = SamplePreparer(transform)
+    data = _photo_like_jpeg(2048, 1536)
+    reduced_somewhere = False
+    for seed in range(4):
+        fast = preparer({"image": {"bytes": data, "path": None}, "text": "a photo"}, np.random.default_rng(seed))
+        full_image = preparer.image({"image": {"bytes": data, "path": None}})
+        plan = transform.plan(*full_image.size, np.random.default_rng(seed))
+        reduced_somewhere |= transform.reduction(plan) >= 2
+        reference = transform.cut(full_image, plan)
+        for key in ("global_views", "local_views"):
+            error = (fast[key].double() - reference[key].double()).pow(2).mean()
+            assert 10 * torch.log10(255**2 / error) >= 35, (seed, key)
+            assert torch.equal(fast[key.replace("views", "augment")]["flip"], reference[key.replace("views", "augment")]["flip"])
+    assert reduced_somewhere
+    opened = preparer.open({"image": {"bytes": data, "path": None}})
+    assert SamplePreparer.decode(opened, reduction=5.0).size == (512, 384)  # 1/4: the largest power of 2 <= 5

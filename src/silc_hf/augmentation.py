@@ -163,32 +163,46 @@ class MultiCropTransform:
             augment.update(jitter=False, grayscale=False, blur=False, solarize=False)
         return augment
 
-    def _crop(self, image: Image.Image, rng: np.random.Generator, size: int, scale: list[float]) -> torch.Tensor:
-        box = random_resized_crop_box(rng, image.width, image.height, scale, self.args.crop_ratio)
-        view = image.resize((size, size), Image.Resampling.BICUBIC, box=box)
-        return torch.from_numpy(np.asarray(view).copy()).permute(2, 0, 1)  # (3, size, size) uint8
-
-    def __call__(self, image: Image.Image, rng: np.random.Generator) -> dict:
+    def plan(self, width: int, height: int, rng: np.random.Generator) -> list[tuple[tuple, int, dict]]:
+        """Every view's (crop box in a `width x height` image, output side, photometric parameters), drawn from
+        `rng` in a fixed order: 2 global views, then the local ones. Needs only the image's size, so the
+        decoder can be told how much resolution the crops will use before it decodes."""
         a = self.args
-        global_views, global_augment = [], []
+        views = []
         for index in range(2):
-            global_views.append(self._crop(image, rng, self.global_crop_size, a.global_crop_scale))
-            global_augment.append(
-                self._draw_augment(
-                    rng, a.blur_probs[index], a.solarize_probs[index], a.global_view_augmentation == "dino"
-                )
-            )
-        local_views, local_augment = [], []
+            box = random_resized_crop_box(rng, width, height, a.global_crop_scale, a.crop_ratio)
+            dino = a.global_view_augmentation == "dino"
+            views.append((box, self.global_crop_size, self._draw_augment(rng, a.blur_probs[index], a.solarize_probs[index], dino)))
         for _ in range(a.num_local_crops):
-            local_views.append(self._crop(image, rng, a.local_crop_size, a.local_crop_scale))
-            local_augment.append(self._draw_augment(rng, a.blur_probs[2], a.solarize_probs[2]))
+            box = random_resized_crop_box(rng, width, height, a.local_crop_scale, a.crop_ratio)
+            views.append((box, a.local_crop_size, self._draw_augment(rng, a.blur_probs[2], a.solarize_probs[2])))
+        return views
+
+    @staticmethod
+    def reduction(plan: list[tuple[tuple, int, dict]]) -> float:
+        """How many times smaller the image could be decoded with every crop box still at least as large as its
+        output (so no view loses resolution)."""
+        return min(min(right - left, bottom - top) / size for (left, top, right, bottom), size, _ in plan)
+
+    def cut(self, image: Image.Image, plan: list[tuple[tuple, int, dict]], scale: tuple[float, float] = (1.0, 1.0)) -> dict:
+        """The planned views of an RGB `image`; `scale` maps the plan's boxes onto it when it was decoded smaller
+        than the size the plan was drawn for."""
+        views = []
+        for (left, top, right, bottom), size, _ in plan:
+            box = (left * scale[0], top * scale[1], right * scale[0], bottom * scale[1])
+            view = image.resize((size, size), Image.Resampling.BICUBIC, box=box, reducing_gap=3.0)
+            views.append(torch.from_numpy(np.array(view)).permute(2, 0, 1))  # (3, size, size) uint8
+        a = self.args
         empty = torch.empty(0, 3, a.local_crop_size, a.local_crop_size, dtype=torch.uint8)
         return {
-            "global_views": torch.stack(global_views),
-            "local_views": torch.stack(local_views) if local_views else empty,
-            "global_augment": stack_augment(global_augment),
-            "local_augment": stack_augment(local_augment),
+            "global_views": torch.stack(views[:2]),
+            "local_views": torch.stack(views[2:]) if len(views) > 2 else empty,
+            "global_augment": stack_augment([augment for _, _, augment in plan[:2]]),
+            "local_augment": stack_augment([augment for _, _, augment in plan[2:]]),
         }
+
+    def __call__(self, image: Image.Image, rng: np.random.Generator) -> dict:
+        return self.cut(image, self.plan(image.width, image.height, rng))
 
 
 def stack_augment(per_view: list[dict]) -> dict[str, torch.Tensor]:

@@ -9,6 +9,7 @@ naming it and counted (the count travels with the batch and the trainer logs it)
 
 import glob
 import io
+import math
 import os
 import re
 import warnings
@@ -162,6 +163,24 @@ class SamplePreparer:
         return caption
 
     def image(self, example: dict) -> Image.Image:
+        """The example's image in RGB, decoded at full resolution."""
+        return self.decode(self.open(example))
+
+    @staticmethod
+    def decode(image: Image.Image, reduction: float = 1.0) -> Image.Image:
+        """Decode an opened image to RGB. `reduction`: how many times smaller it may be decoded (a JPEG decodes at
+        1/2, 1/4 or 1/8 scale in the DCT domain, far cheaper than decoding everything and resizing)."""
+        if reduction >= 2:
+            factor = 2 ** min(3, int(math.log2(reduction)))
+            image.draft("RGB", (math.ceil(image.width / factor), math.ceil(image.height / factor)))  # JPEG only
+        try:
+            image.load()
+        except (OSError, SyntaxError, ValueError) as error:
+            raise BadSampleError(f"truncated or corrupt image ({type(error).__name__}: {error})") from None
+        return to_rgb(image)
+
+    def open(self, example: dict) -> Image.Image:
+        """The example's image, opened (header read and checked) but not decoded."""
         value = example.get(self.image_column)
         if isinstance(value, Image.Image):
             image = value
@@ -190,11 +209,7 @@ class SamplePreparer:
             )
         if min(width, height) < self.min_image_size:
             raise BadSampleError(f"image is {width}x{height}, smaller than min_image_size={self.min_image_size}")
-        try:
-            image.load()
-        except (OSError, SyntaxError, ValueError) as error:
-            raise BadSampleError(f"truncated or corrupt image ({type(error).__name__}: {error})") from None
-        return to_rgb(image)
+        return image
 
     def key(self, example: dict, fallback: str) -> str:
         """A name for the sample in warnings: its webdataset key or file path, else `fallback`."""
@@ -204,7 +219,11 @@ class SamplePreparer:
 
     def __call__(self, example: dict, rng: np.random.Generator) -> dict:
         caption = self.caption(example)
-        sample = self.transform(self.image(example), rng)
+        image = self.open(example)
+        width, height = image.size
+        plan = self.transform.plan(width, height, rng)  # the crops first: they say how much resolution is needed
+        image = self.decode(image, reduction=self.transform.reduction(plan))
+        sample = self.transform.cut(image, plan, scale=(image.width / width, image.height / height))
         sample["caption"] = caption
         return sample
 
