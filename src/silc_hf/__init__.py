@@ -1,14 +1,17 @@
 """silc-hf: SILC image-text models for Hugging Face transformers.
 
 Importing the package registers the "silc" model type with the Auto classes (AutoConfig, AutoModel,
-AutoModelForZeroShotImageClassification, AutoProcessor, AutoImageProcessor, AutoTokenizer) and marks the
+AutoModelForZeroShotImageClassification, AutoModelForImageClassification, AutoBackbone, AutoProcessor,
+AutoImageProcessor, AutoTokenizer) and marks the
 classes for `trust_remote_code` export, so that a saved folder also loads where this package is absent.
 """
 
 from transformers import (
+    AutoBackbone,
     AutoConfig,
     AutoImageProcessor,
     AutoModel,
+    AutoModelForImageClassification,
     AutoModelForZeroShotImageClassification,
     AutoProcessor,
     AutoTokenizer,
@@ -18,7 +21,14 @@ from transformers.pipelines import PIPELINE_REGISTRY
 
 from .configuration_silc import SilcConfig, SilcTextConfig, SilcVisionConfig
 from .image_processing_silc import SilcImageProcessor
-from .modeling_silc import SilcModel, SilcPreTrainedModel, SilcTextModel, SilcVisionModel
+from .modeling_silc import (
+    SilcBackbone,
+    SilcForImageClassification,
+    SilcModel,
+    SilcPreTrainedModel,
+    SilcTextModel,
+    SilcVisionModel,
+)
 from .pipelines import SilcZeroShotImageClassificationPipeline
 from .processing_silc import SilcProcessor
 from .segmentation import SilcZeroShotImageSegmentationPipeline
@@ -30,6 +40,10 @@ AutoModel.register(SilcConfig, SilcModel, exist_ok=True)
 AutoModel.register(SilcVisionConfig, SilcVisionModel, exist_ok=True)
 AutoModel.register(SilcTextConfig, SilcTextModel, exist_ok=True)
 AutoModelForZeroShotImageClassification.register(SilcConfig, SilcModel, exist_ok=True)
+AutoModelForImageClassification.register(SilcConfig, SilcForImageClassification, exist_ok=True)
+AutoBackbone.register(SilcVisionConfig, SilcBackbone, exist_ok=True)
+# the image tower of an image-text folder (`register` refuses a config class other than the model's own)
+AutoBackbone._model_mapping.register(SilcConfig, SilcBackbone, exist_ok=True)
 AutoImageProcessor.register(SilcConfig, image_processor_classes={"pil": SilcImageProcessor}, exist_ok=True)
 AutoProcessor.register(SilcConfig, SilcProcessor, exist_ok=True)
 # A SILC folder names its own tokenizer class; this is the fallback for a bare `tokenizer.json`.
@@ -44,6 +58,8 @@ PIPELINE_REGISTRY.register_pipeline(
 
 SilcConfig.register_for_auto_class()
 SilcModel.register_for_auto_class("AutoModel")
+SilcForImageClassification.register_for_auto_class("AutoModelForImageClassification")
+SilcBackbone.register_for_auto_class("AutoBackbone")
 SilcImageProcessor.register_for_auto_class("AutoImageProcessor")
 SilcProcessor.register_for_auto_class("AutoProcessor")
 
@@ -64,7 +80,9 @@ def __getattr__(name: str):
 
 
 __all__ = [
+    "SilcBackbone",
     "SilcConfig",
+    "SilcForImageClassification",
     "SilcImageProcessor",
     "SilcModel",
     "SilcPretrainingModel",

@@ -9,6 +9,7 @@ pre-LayerNorm, quick-GELU, causal text attention, EOS pooling, bias-free project
 import math
 
 from transformers.activations import ACT2FN
+from transformers.backbone_utils import BackboneConfigMixin
 from transformers.configuration_utils import PreTrainedConfig
 
 VISION_POOLING_TYPES = ("cls", "map", "mean")
@@ -48,7 +49,7 @@ def _divisor_near(n: int, k: int) -> int:
     return min(divisors, key=lambda d: abs(d - k))
 
 
-class SilcVisionConfig(PreTrainedConfig):
+class SilcVisionConfig(BackboneConfigMixin, PreTrainedConfig):
     r"""
     Image tower of a SILC model: a pre-LayerNorm ViT.
 
@@ -71,6 +72,11 @@ class SilcVisionConfig(PreTrainedConfig):
             joint image-text space; `None` means the pooled representation is the embedding (SigLIP).
         projection_bias (`bool`): whether that projection has a bias (big_vision heads: yes, CLIP: no).
         initializer_range (`float`): standard deviation of the truncated-normal weight init.
+        out_features, out_indices (`list`, *optional*): as a backbone (`SilcBackbone`, `AutoBackbone`), which of
+            the stages `stem` (the embeddings), `stage1` ... `stageN` (the blocks) to return; default the last.
+        apply_layernorm (`bool`): as a backbone, apply the final LayerNorm to every returned feature map.
+        reshape_hidden_states (`bool`): as a backbone, return `(batch, hidden, grid_h, grid_w)` maps (prefix
+            token dropped) rather than `(batch, tokens, hidden)` sequences.
     """
 
     model_type = "silc_vision_model"
@@ -92,8 +98,16 @@ class SilcVisionConfig(PreTrainedConfig):
     projection_dim: int | None = None
     projection_bias: bool = True
     initializer_range: float = 0.02
+    _out_features: list[str] | None = None
+    _out_indices: list[int] | None = None
+    apply_layernorm: bool = True
+    reshape_hidden_states: bool = True
 
     def __post_init__(self, **kwargs):
+        self.stage_names = ["stem"] + [f"stage{index}" for index in range(1, self.num_hidden_layers + 1)]
+        self.set_output_features_output_indices(
+            out_indices=kwargs.pop("out_indices", None), out_features=kwargs.pop("out_features", None)
+        )
         super().__post_init__(**kwargs)
         self.validate_architecture()
 

@@ -17,7 +17,8 @@ from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.masking_utils import create_bidirectional_mask, create_causal_mask
 from transformers.modeling_layers import GradientCheckpointingLayer
-from transformers.modeling_outputs import BaseModelOutput
+from transformers.backbone_utils import BackboneMixin, filter_output_hidden_states
+from transformers.modeling_outputs import BackboneOutput, BaseModelOutput, ImageClassifierOutput
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel
 from transformers.utils import ModelOutput, can_return_tuple
 from transformers.utils.generic import merge_with_config_defaults
@@ -669,4 +670,117 @@ class SilcModel(SilcPreTrainedModel):
         )
 
 
-__all__ = ["SilcModel", "SilcPreTrainedModel", "SilcTextModel", "SilcVisionModel"]
+class SilcForImageClassification(SilcPreTrainedModel):
+    """The SILC image tower with a linear classifier on its pooled representation (as transformers'
+    `SiglipForImageClassification`): `config.num_labels`, `id2label` and `problem_type` (single-label,
+    multi-label or regression loss) as for any transformers image classifier. Loads from any SILC folder: the
+    image tower's weights are kept, the text tower and logit scale are left out, the classifier starts new."""
+
+    main_input_name = "pixel_values"
+    input_modalities = ("image",)
+    # a SILC image-text folder also holds the text tower: not part of this model, not worth a warning
+    _keys_to_ignore_on_load_unexpected = [r"^text_model\.", r"^logit_(scale|bias)$"]
+
+    def __init__(self, config: SilcConfig):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.vision_model = SilcVisionModel._from_config(config.vision_config)
+        hidden_size = config.vision_config.hidden_size
+        self.classifier = nn.Linear(hidden_size, config.num_labels) if config.num_labels > 0 else nn.Identity()
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.vision_model.embeddings.patch_embedding
+
+    @can_return_tuple
+    def forward(
+        self,
+        pixel_values: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        interpolate_pos_encoding: bool = False,
+        **kwargs,
+    ) -> ImageClassifierOutput:
+        r"""
+        labels (`torch.LongTensor` of shape `(batch_size,)` or `(batch_size, num_labels)`, *optional*):
+            Class indices (single-label), multi-hot targets (multi-label) or values (regression, `num_labels=1`);
+            the loss follows `config.problem_type`, inferred from the labels when unset.
+        """
+        outputs = self.vision_model(pixel_values, interpolate_pos_encoding=interpolate_pos_encoding, **kwargs)
+        logits = self.classifier(outputs.pooler_output)
+        loss = self.loss_function(labels, logits, self.config) if labels is not None else None
+        return ImageClassifierOutput(
+            loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
+        )
+
+
+class SilcBackbone(BackboneMixin, SilcPreTrainedModel):
+    """The SILC image tower as a transformers backbone (`AutoBackbone`; follows `Dinov2Backbone`): one stage per
+    block (`stem` = the embeddings, `stage1` ... `stageN`), feature maps `(batch, hidden, grid_h, grid_w)`
+    of the stages in `config.out_features`, after the final LayerNorm if `config.apply_layernorm`. Dense
+    heads that take a `backbone_config` (UperNet, DPT, ...) accept a `SilcVisionConfig`. Loads the image tower
+    of any SILC folder."""
+
+    config: SilcVisionConfig
+    config_class = SilcVisionConfig
+    main_input_name = "pixel_values"
+    input_modalities = ("image",)
+    _keys_to_ignore_on_load_unexpected = [r"^text_model\.", r"^logit_(scale|bias)$", r"head\.", r"projection\."]
+
+    base_model_prefix = "vision_model"  # a SILC image-text folder's image tower loads without its prefix
+
+    def __init__(self, config: SilcVisionConfig | SilcConfig, out_features=None, out_indices=None):
+        if isinstance(config, SilcConfig):  # AutoBackbone.from_pretrained(a SILC image-text folder, ...)
+            config = config.vision_config
+        if out_features is not None or out_indices is not None:
+            config.set_output_features_output_indices(out_features, out_indices)
+        super().__init__(config)
+        self.num_features = [config.hidden_size] * (config.num_hidden_layers + 1)
+        self.embeddings = SilcVisionEmbeddings(config)
+        self.pre_layernorm = (
+            nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps) if config.pre_layernorm else None
+        )
+        self.encoder = SilcEncoder(config)
+        self.post_layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.embeddings.patch_embedding
+
+    has_attentions = False
+
+    @can_return_tuple
+    @filter_output_hidden_states
+    def forward(self, pixel_values: torch.Tensor, **kwargs) -> BackboneOutput:
+        r"""
+        pixel_values (`torch.FloatTensor` of shape `(batch_size, num_channels, height, width)`): any size that
+            is a multiple of the patch size (position embeddings are interpolated to the grid).
+        """
+        hidden_states = self.embeddings(pixel_values, interpolate_pos_encoding=True)
+        if self.pre_layernorm is not None:
+            hidden_states = self.pre_layernorm(hidden_states)
+        stages = [hidden_states]  # stem, then one per block
+        for layer in self.encoder.layers:
+            hidden_states = layer(hidden_states)
+            stages.append(hidden_states)
+        prefix = self.embeddings.num_prefix_tokens
+        grid_h, grid_w = (side // self.config.patch_size for side in pixel_values.shape[-2:])
+        feature_maps = ()
+        for stage, hidden_state in zip(self.stage_names, stages):
+            if stage not in self.out_features:
+                continue
+            if self.config.apply_layernorm:
+                hidden_state = self.post_layernorm(hidden_state)
+            if self.config.reshape_hidden_states:
+                hidden_state = hidden_state[:, prefix:].unflatten(1, (grid_h, grid_w)).permute(0, 3, 1, 2).contiguous()
+            feature_maps += (hidden_state,)
+        return BackboneOutput(feature_maps=feature_maps, hidden_states=tuple(stages))
+
+
+__all__ = [
+    "SilcBackbone",
+    "SilcForImageClassification",
+    "SilcModel",
+    "SilcPreTrainedModel",
+    "SilcTextModel",
+    "SilcVisionModel",
+]
