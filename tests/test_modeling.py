@@ -160,7 +160,7 @@ def test_dense_plain_features_average_to_the_mean_pooled_embedding():
     model = _model(vision_config=dict(pooling_type="mean", projection_dim=32), text_config=dict(projection_dim=32))
     pixel_values = _batch()["pixel_values"]
     with torch.no_grad():
-        dense = model.get_dense_image_features(pixel_values)
+        dense = model.get_dense_image_features(pixel_values, method="plain")
         pooled = model.get_image_features(pixel_values).image_embeds
     torch.testing.assert_close(dense.mean(dim=(1, 2)), pooled, rtol=1e-5, atol=1e-6)
 

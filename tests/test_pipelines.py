@@ -3,6 +3,8 @@
 import pytest
 import torch
 from transformers import pipeline
+from transformers.testing_utils import CaptureLogger
+from transformers.utils import logging
 
 from silc_hf import SilcImageProcessor, SilcModel, SilcProcessor, SilcZeroShotImageClassificationPipeline
 from silc_hf.convert.__main__ import convert_hf
@@ -94,5 +96,32 @@ def test_silc_pipeline_truncates_labels_longer_than_the_text_tower(clip_folder, 
     classifier = pipeline(
         "zero-shot-image-classification", model=str(silc_folder), pipeline_class=SilcZeroShotImageClassificationPipeline
     )
-    scores = classifier(image, candidate_labels=[long_label, "a dog"])
-    assert sum(r["score"] for r in scores) == pytest.approx(1.0)
+    segmenter = pipeline("zero-shot-image-segmentation", model=str(silc_folder))
+    for logger_name, run in (
+        ("silc_hf.segmentation", lambda: classifier(image, candidate_labels=[long_label, "a dog"])),
+        ("silc_hf.segmentation", lambda: segmenter(image, candidate_labels=[long_label, "a dog"])),
+    ):
+        with CaptureLogger(logging.get_logger(logger_name)) as captured:
+            results = run()
+        assert f"Prompts for ['{long_label}'] are longer than the text tower's 16 tokens" in captured.out
+        assert "a dog" not in captured.out and len(results) == 2
+
+
+@pytest.mark.parametrize(
+    "labels, template, message",
+    [
+        ([], "a {}", "candidate_labels is empty"),
+        ("cat, dog", "a {}", r"candidate_labels='cat, dog' is a string; pass a list of labels, e.g. \['cat', 'dog'\]"),
+        (["cat", "dog"], "a photo", "hypothesis_template='a photo' has no '{}' for the label"),
+    ],
+)
+def test_silc_pipelines_refuse_empty_or_string_labels_and_templates_without_a_slot(clip_folder, tmp_path, labels, template, message):
+    silc_folder = tmp_path / "silc"
+    convert_hf("hf-clip", str(clip_folder), str(silc_folder))
+    classifier = pipeline(
+        "zero-shot-image-classification", model=str(silc_folder), pipeline_class=SilcZeroShotImageClassificationPipeline
+    )
+    segmenter = pipeline("zero-shot-image-segmentation", model=str(silc_folder))
+    for run in (classifier, segmenter):
+        with pytest.raises(ValueError, match=message):
+            run(random_image(8), candidate_labels=labels, hypothesis_template=template)

@@ -143,5 +143,5 @@ def test_pipeline_runs_on_saved_models_and_its_masks_partition_the_image(tmp_pat
     assert out["label_map"].shape == (50, 70)
     masks = np.stack([np.asarray(s["mask"]) == 255 for s in out["segments"]])
     assert masks.shape[1:] == (50, 70) and (masks.sum(axis=0) == 1).all()
-    with pytest.raises(ValueError, match="needs candidate_labels"):
+    with pytest.raises(ValueError, match="candidate_labels is empty"):
         segmenter(image)

@@ -4,10 +4,13 @@ The stock `pipeline("zero-shot-image-classification")` works on SILC folders but
 model with a softmax over the labels. `SilcZeroShotImageClassificationPipeline` reads the model's
 `loss_type` instead: independent sigmoid scores for sigmoid-trained (SILC-S / SigLIP) models, softmax for
 softmax-trained (SILC-C / CLIP) ones, overridable per call with `score_function=`. It also truncates labels
-to the text tower's length and passes `tokenizer_kwargs` on (the stock pipeline drops them).
+to the text tower's length with a warning naming them, refuses empty or string `candidate_labels` and
+templates without `{}` with a message that says what to pass, and passes `tokenizer_kwargs` on.
 """
 
 from transformers.pipelines import ZeroShotImageClassificationPipeline
+
+from .segmentation import check_labels_and_templates, warn_if_truncated
 
 SCORE_FUNCTIONS = ("softmax", "sigmoid")
 
@@ -39,6 +42,12 @@ class SilcZeroShotImageClassificationPipeline(ZeroShotImageClassificationPipelin
                 raise ValueError(f"score_function={score_function!r} is not supported; use 'softmax' or 'sigmoid'.")
             postprocess_params["score_function"] = score_function
         return preprocess_params, forward_params, postprocess_params
+
+    def preprocess(self, image, candidate_labels=None, hypothesis_template="This is a photo of {}.", **kwargs):
+        labels, (template,) = check_labels_and_templates(candidate_labels, [hypothesis_template])
+        max_length = self.model.config.text_config.max_position_embeddings
+        warn_if_truncated(self.tokenizer, [template.format(label) for label in labels], labels, max_length)
+        return super().preprocess(image, labels, template, **kwargs)
 
     def postprocess(self, model_outputs, score_function=None):
         if score_function is None:

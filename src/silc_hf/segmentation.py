@@ -20,6 +20,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from transformers import Pipeline
+from transformers.utils import logging
+
+logger = logging.get_logger(__name__)
 
 DEFAULT_TEMPLATES = ("a photo of a {}.", "a picture of a {}.", "an image of a {}.", "a {}.")
 BACKGROUND = -1  # label of pixels below the background threshold
@@ -34,14 +37,47 @@ class SegmentationResult:
     class_names: list[str]
 
 
+def check_labels_and_templates(candidate_labels, templates) -> tuple[list[str], list[str]]:
+    """Zero-shot inputs as lists, or a `ValueError` that says what to pass (the pipelines' common checks)."""
+    if isinstance(candidate_labels, str):
+        raise ValueError(
+            f"candidate_labels={candidate_labels!r} is a string; pass a list of labels, e.g. "
+            f"{[label.strip() for label in candidate_labels.split(',')]}."
+        )
+    labels = list(candidate_labels or [])
+    if not labels:
+        raise ValueError("candidate_labels is empty; pass at least one label, e.g. ['cat', 'grass', 'sky'].")
+    templates = [templates] if isinstance(templates, str) else list(templates)
+    for template in templates:
+        if "{}" not in template:
+            raise ValueError(
+                f"hypothesis_template={template!r} has no '{{}}' for the label, so every label would get the same "
+                "prompt; use e.g. 'a photo of a {}.'"
+            )
+    return labels, templates
+
+
+def warn_if_truncated(tokenizer, prompts: list[str], labels: list[str], max_length: int) -> None:
+    """Name the labels whose prompts do not fit the text tower (they are truncated to `max_length` tokens)."""
+    lengths = [len(ids) for ids in tokenizer(prompts)["input_ids"]]
+    too_long = sorted({label for label, length in zip(labels, lengths) if length > max_length})
+    if too_long:
+        logger.warning(
+            f"Prompts for {too_long} are longer than the text tower's {max_length} tokens and are truncated to it."
+        )
+
+
 @torch.no_grad()
 def encode_class_names(model, tokenizer, class_names: list[str], templates=DEFAULT_TEMPLATES) -> torch.Tensor:
     """One L2-normalised embedding per class: the mean of its prompts' normalised embeddings, renormalised
-    (CLIP's prompt ensembling). Returns `(num_classes, embed_dim)`."""
+    (CLIP's prompt ensembling); prompts longer than the text tower are truncated, with a warning naming the
+    class. Returns `(num_classes, embed_dim)`."""
+    class_names, templates = check_labels_and_templates(class_names, templates)
     text_config = model.config.text_config
     max_length = text_config.max_position_embeddings
     padding = "max_length" if text_config.fixed_length_padding else True
     prompts = [template.format(name) for name in class_names for template in templates]
+    warn_if_truncated(tokenizer, prompts, [name for name in class_names for _ in templates], max_length)
     tokens = tokenizer(prompts, padding=padding, truncation=True, max_length=max_length, return_tensors="pt")
     tokens = {key: value.to(model.device) for key, value in tokens.items() if key in ("input_ids", "attention_mask")}
     embeds = F.normalize(model.get_text_features(**tokens).text_embeds.float(), dim=-1)
@@ -203,8 +239,7 @@ class SilcZeroShotImageSegmentationPipeline(Pipeline):
         return preprocess, forward, postprocess
 
     def __call__(self, image, candidate_labels=None, **kwargs):
-        if not candidate_labels:
-            raise ValueError("zero-shot-image-segmentation needs candidate_labels, e.g. ['cat', 'grass', 'sky'].")
+        candidate_labels, _ = check_labels_and_templates(candidate_labels, kwargs.get("hypothesis_template", "{}"))
         return super().__call__(image, candidate_labels=candidate_labels, **kwargs)
 
     def preprocess(self, image, candidate_labels=None, templates=DEFAULT_TEMPLATES, timeout=None):
