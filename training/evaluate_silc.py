@@ -9,20 +9,20 @@ Any `datasets` dataset works (`--data` takes what `--train_data` takes); name it
 label column or `--class_names a,b,c`; prompts from `--templates` (a prompt-ensemble, `{}` = the class).
 """
 
-import argparse
 import json
 
 import torch
 from transformers import AutoModel, AutoProcessor
 
 import silc_hf  # noqa: F401  (registers "silc" with the Auto classes)
+from silc_hf.cli import ArgumentParser
 from silc_hf.data import load_image_text_dataset
 from silc_hf.evaluation import TASKS, evaluate
 from silc_hf.segmentation import DEFAULT_TEMPLATES
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True, help="a SILC folder (or Hub id)")
     parser.add_argument(
         "--data", required=True, help="evaluation data (imagefolder, shards, Hub id, synthetic:SPLIT:N)"

@@ -7,7 +7,6 @@ Everything runs through the public pieces (`silc_hf.synthetic`, `silc_hf.factory
 `silc_hf.evaluation`, the zero-shot segmentation pipeline), so it doubles as an end-to-end example.
 """
 
-import argparse
 import itertools
 import json
 import os
@@ -17,6 +16,7 @@ import numpy as np
 import torch
 from transformers import pipeline
 
+from .cli import ArgumentParser
 from .data import SilcDataArguments
 from .evaluation import evaluate
 from .factory import SilcModelArguments, run_training
@@ -165,7 +165,7 @@ def segmentation_gallery(model, processor, data_dir: str, path: str, count: int 
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(prog="python -m silc_hf.demo", description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="python -m silc_hf.demo", description=__doc__.splitlines()[0])
     parser.add_argument("--output-dir", default="outputs/demo")
     parser.add_argument("--max-steps", type=int, default=600)
     parser.add_argument("--distill-weight", type=float, default=1.0, help="0 trains CLIP only")

@@ -11,12 +11,12 @@ A results JSON (what `training/evaluate_silc.py` writes) looks like:
 Numbers appear in the card only if they are in that file; without one, every result reads "not evaluated".
 """
 
-import argparse
 import json
 import os
 
 from huggingface_hub import EvalResult, ModelCardData
 
+from .cli import ArgumentParser
 from .configuration_silc import SilcConfig
 
 CITATION = """@inproceedings{naeem2024silc,
@@ -211,7 +211,7 @@ def write_model_card(output_dir: str, config: SilcConfig, model_name: str | None
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m silc_hf.model_card", description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="python -m silc_hf.model_card", description=__doc__.splitlines()[0])
     parser.add_argument("folder", help="a SILC folder (its config.json is read; README.md is written there)")
     parser.add_argument("--results", help="evaluation results JSON")
     parser.add_argument("--name", help="model name (default: the folder name)")

@@ -23,7 +23,6 @@ every colour named, zero-shot top-1 was 36 %; captions that always name the colo
 colour words (never naming them: 44 %, but segmentation mIoU 10.5 %); half of the time: 64 % and 24.9 %.
 """
 
-import argparse
 import io
 import json
 import math
@@ -33,6 +32,8 @@ from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageDraw
+
+from .cli import ArgumentParser
 
 CLASSES = ("tree", "house", "car", "flower", "fish")
 PALETTE = {
@@ -294,7 +295,7 @@ def export(
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m silc_hf.synthetic", description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="python -m silc_hf.synthetic", description=__doc__.splitlines()[0])
     parser.add_argument("--output-dir", required=True)
     parser.add_argument("--format", choices=["imagefolder", "webdataset"], default="imagefolder")
     parser.add_argument("--train", type=int, default=2000)

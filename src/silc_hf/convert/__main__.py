@@ -5,12 +5,12 @@ python -m silc_hf.convert hf-siglip google/siglip-base-patch16-224 ./silc-from-s
 python -m silc_hf.convert big-vision silc_b16.npz ./silc-b16 --tokenizer path/to/spiece.model [--push-to-hub org/silc-b16]
 """
 
-import argparse
 import os
 
 from transformers import AutoTokenizer
 from transformers.image_utils import PILImageResampling
 
+from ..cli import ArgumentParser
 from ..image_processing_silc import SilcImageProcessor
 from ..model_card import write_model_card
 from ..processing_silc import SilcProcessor
@@ -131,7 +131,7 @@ def convert_big_vision(
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m silc_hf.convert", description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="python -m silc_hf.convert", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="kind", required=True)
     for kind, what in (("hf-clip", "a transformers CLIPModel"), ("hf-siglip", "a transformers SiglipModel")):
         p = sub.add_parser(kind, help=f"convert {what} (folder or Hub id)")
