@@ -213,3 +213,25 @@ def test_a_killed_run_rerun_with_the_same_command_resumes_from_its_newest_comple
     assert f"Resuming from {checkpoint}" in rerun.stderr  # not from step 0
     straight, resumed = load_file(tmp_path / "straight/model.safetensors"), load_file(run / "model.safetensors")
     torch.testing.assert_close(resumed, straight, rtol=0, atol=1e-6)
+
+
+def test_help_is_short_leads_with_config_and_documents_every_silc_argument(capsys):
+    import dataclasses
+
+    from transformers import TrainingArguments
+
+    from silc_hf.data import SilcDataArguments
+    from silc_hf.factory import SilcModelArguments
+    from silc_hf.trainer import SilcTrainingArguments
+
+    with pytest.raises(SystemExit):
+        _script().parse_args(["--help"])
+    text = capsys.readouterr().out
+    assert text.index("--config") < text.index("--train_data") and len(text.splitlines()) < 120
+    inherited = {f.name for f in dataclasses.fields(TrainingArguments)}
+    for cls in (SilcModelArguments, SilcDataArguments, SilcTrainingArguments):
+        for item in dataclasses.fields(cls):
+            if item.name not in inherited and not item.name.startswith("_"):
+                line = next(line for line in text.splitlines() if line.startswith(f"  --{item.name} "))
+                assert line.split("): ", 1)[1].strip(), f"--{item.name} has no help text"
+    assert "synthetic:SPLIT:N" in text

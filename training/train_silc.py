@@ -12,15 +12,47 @@ one, or "silc-b16"); command-line arguments override the file.
 """
 
 import argparse
+import dataclasses
 import json
 
 import torch
 import yaml
-from transformers import HfArgumentParser
+from transformers import HfArgumentParser, TrainingArguments
 
 from silc_hf.data import SilcDataArguments
 from silc_hf.factory import SilcModelArguments, run_training
 from silc_hf.trainer import SilcTrainer, SilcTrainingArguments
+
+
+def short_help() -> str:
+    """`--help`: `--config` first, then every SILC argument by group with its default and help; the ~200
+    inherited `TrainingArguments` fields only by name (`--help-all` lists them in full)."""
+    inherited = {f.name for f in dataclasses.fields(TrainingArguments)}
+    lines = [
+        "usage: train_silc.py [--config FILE.json|yaml] [--ARGUMENT VALUE ...]",
+        "",
+        __doc__.split("\n\n")[0],
+        "",
+        "  --config FILE          JSON or YAML file of the arguments below (plus model_config); the command line",
+        "                         overrides it",
+    ]
+    groups = (
+        ("model", SilcModelArguments, set()),
+        ("data", SilcDataArguments, set()),
+        ("SILC training (views, distillation, teacher, head)", SilcTrainingArguments, inherited),
+    )
+    for title, cls, skip in groups:
+        lines += ["", f"{title}:"]
+        for item in dataclasses.fields(cls):
+            if item.name in skip or item.name.startswith("_"):
+                continue
+            default = item.default if item.default is not dataclasses.MISSING else None
+            if item.default_factory is not dataclasses.MISSING:
+                default = item.default_factory()
+            lines.append(f"  --{item.name} (default {default!r}): {item.metadata.get('help', '')}")
+    lines += ["", "and every transformers TrainingArguments field (--output_dir, --max_steps, --learning_rate, --bf16,",
+              "--torch_compile, --resume_from_checkpoint, --report_to, ...): `--help-all` lists them."]
+    return "\n".join(lines)
 
 
 def parse_args(argv: list[str] | None = None):
@@ -28,7 +60,15 @@ def parse_args(argv: list[str] | None = None):
     parser = HfArgumentParser((SilcModelArguments, SilcDataArguments, SilcTrainingArguments))
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--config")
+    pre.add_argument("-h", "--help", action="store_true")
+    pre.add_argument("--help-all", "--help_all", action="store_true")
     known, rest = pre.parse_known_args(argv)
+    if known.help_all:
+        parser.print_help()
+        raise SystemExit(0)
+    if known.help:
+        print(short_help())
+        raise SystemExit(0)
     inline_model_config = None
     if known.config:
         with open(known.config) as file:

@@ -53,13 +53,13 @@ class MultiCropArguments:
     crop_ratio: list[float] = field(
         default_factory=lambda: [3 / 4, 4 / 3], metadata={"help": "aspect-ratio range of crops"}
     )
-    flip_prob: float = 0.5
-    color_jitter_prob: float = 0.8
-    brightness: float = 0.4
-    contrast: float = 0.4
-    saturation: float = 0.2
-    hue: float = 0.1
-    grayscale_prob: float = 0.2
+    flip_prob: float = field(default=0.5, metadata={"help": "probability of a horizontal flip, per view"})
+    color_jitter_prob: float = field(default=0.8, metadata={"help": "probability of colour jitter, per view (DINO)"})
+    brightness: float = field(default=0.4, metadata={"help": "colour jitter: brightness factor in [1-b, 1+b]"})
+    contrast: float = field(default=0.4, metadata={"help": "colour jitter: contrast factor in [1-c, 1+c]"})
+    saturation: float = field(default=0.2, metadata={"help": "colour jitter: saturation factor in [1-s, 1+s]"})
+    hue: float = field(default=0.1, metadata={"help": "colour jitter: hue shift in [-h, h] turns"})
+    grayscale_prob: float = field(default=0.2, metadata={"help": "probability of grayscale, per view (DINO)"})
     blur_probs: list[float] = field(
         default_factory=lambda: [1.0, 0.1, 0.5], metadata={"help": "global-1, global-2, local"}
     )
@@ -70,7 +70,7 @@ class MultiCropArguments:
     solarize_probs: list[float] = field(
         default_factory=lambda: [0.0, 0.2, 0.0], metadata={"help": "global-1, global-2, local"}
     )
-    solarize_threshold: float = 0.5
+    solarize_threshold: float = field(default=0.5, metadata={"help": "solarize pixels at or above this value"})
     global_view_augmentation: str = field(
         default="dino",
         metadata={

@@ -39,7 +39,7 @@ class SilcDataArguments:
     train_data: str | None = field(
         default=None,
         metadata={
-            "help": "imagefolder directory, webdataset shards ('shards/{00000..00099}.tar' or a glob), or a Hub dataset"
+            "help": "imagefolder directory, webdataset shards ('shards/{00000..00099}.tar' or a glob), a Hub dataset, or synthetic:SPLIT:N (the package's generated scenes)"
         },
     )
     eval_data: str | None = field(default=None, metadata={"help": "same forms as train_data"})

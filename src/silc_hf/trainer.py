@@ -56,25 +56,27 @@ class SilcTrainingArguments(MultiCropArguments, TrainingArguments):
         default="constant", metadata={"help": "'constant' or 'cosine' (to teacher_momentum_end)"}
     )
     teacher_momentum_end: float = field(default=1.0, metadata={"help": "final momentum of the cosine schedule"})
-    student_temperature: float = 0.1
+    student_temperature: float = field(default=0.1, metadata={"help": "softmax temperature of the student (DINO)"})
     teacher_temperature: float = field(
         default=0.04, metadata={"help": "DINO's default; 'anything above 0.07 is unstable' (DINO main_dino.py)"}
     )
-    teacher_temperature_warmup_start: float = 0.04
+    teacher_temperature_warmup_start: float = field(
+        default=0.04, metadata={"help": "teacher temperature at the start of its warm-up (equal to the end: none)"}
+    )
     teacher_temperature_warmup_ratio: float = field(
         default=0.1, metadata={"help": "fraction of the distillation steps over which the teacher temperature warms up"}
     )
     koleo_weight: float = field(
         default=0.0, metadata={"help": "weight of DINOv2's KoLeo spreading term on the global views' pooled features"}
     )
-    center_momentum: float = 0.9
+    center_momentum: float = field(default=0.9, metadata={"help": "EMA momentum of DINO's center"})
     centering: str = field(
         default="ema", metadata={"help": "'ema' (DINO center) or 'sinkhorn' (DINOv2 Sinkhorn-Knopp)"}
     )
-    head_num_prototypes: int = 65536
-    head_hidden_dim: int = 2048
-    head_bottleneck_dim: int = 256
-    head_num_layers: int = 3
+    head_num_prototypes: int = field(default=65536, metadata={"help": "K: prototypes of the DINO head"})
+    head_hidden_dim: int = field(default=2048, metadata={"help": "hidden width of the DINO head's MLP"})
+    head_bottleneck_dim: int = field(default=256, metadata={"help": "bottleneck width (L2-normalised) of the DINO head"})
+    head_num_layers: int = field(default=3, metadata={"help": "layers of the DINO head's MLP"})
     head_learning_rate: float | None = field(
         default=None, metadata={"help": "learning rate of the distillation head (default: learning_rate)"}
     )
