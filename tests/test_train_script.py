@@ -54,6 +54,11 @@ def test_tiny_config_trains_logs_both_parts_and_exports_a_loadable_model(tmp_pat
     image = shape_image("red", "circle", 5)
     scores = classifier(image, candidate_labels=["a red circle", "a blue square"], hypothesis_template="{}")
     assert sum(r["score"] for r in scores) == pytest.approx(1.0)
+    # the run reports itself: a model card with the final zero-shot metrics, and the training curves
+    eval_metrics = json.loads((tmp_path / "run" / "eval_results.json").read_text())
+    card = (tmp_path / "run" / "README.md").read_text()
+    assert "model-index" in card and f"value: {eval_metrics['eval_image_to_text_R@1']}" in card
+    assert (tmp_path / "run" / "training_curve.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_command_line_overrides_the_config_file_and_unknown_keys_are_refused(tmp_path):

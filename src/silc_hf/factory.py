@@ -21,10 +21,12 @@ from .data import (
     StreamingMultiCropDataset,
     load_image_text_dataset,
 )
-from .evaluation import ZeroShotEvaluator
+from .evaluation import ZeroShotEvaluator, results_entry
 from .segmentation import DEFAULT_TEMPLATES
 from .image_processing_silc import SilcImageProcessor
+from .model_card import write_model_card
 from .modeling_silc import SilcModel
+from .plotting import plot_training
 from .processing_silc import SilcProcessor
 from .tokenization import train_clip_tokenizer
 from .trainer import SilcTrainer, SilcTrainingArguments
@@ -197,8 +199,42 @@ def run_training(
     trainer.log_metrics("train", result.metrics)
     trainer.save_metrics("train", result.metrics)
     trainer.save_state()
+    metrics = {}
     if trainer.eval_dataset is not None:
         metrics = trainer.evaluate()
         trainer.log_metrics("eval", metrics)
         trainer.save_metrics("eval", metrics)
+    if args.should_save:
+        write_run_report(trainer, data_args, metrics)
     return trainer
+
+
+# eval metric -> (model-card task, metric name)
+CARD_METRICS = {
+    "eval_zero_shot_top1": ("zero-shot-image-classification", "top1_accuracy"),
+    "eval_image_to_text_R@1": ("image-text-retrieval", "image_to_text_R@1"),
+    "eval_text_to_image_R@1": ("image-text-retrieval", "text_to_image_R@1"),
+    "eval_segmentation_mIoU": ("zero-shot-image-segmentation", "mIoU"),
+}
+
+
+def write_run_report(trainer: SilcTrainer, data_args: SilcDataArguments, metrics: dict) -> None:
+    """End of a run: a model card in `output_dir` (with the final zero-shot metrics when there was evaluation
+    data) and `training_curve.png` (losses, teacher diagnostics, evaluations; needs matplotlib)."""
+    by_task = {}
+    for key, (task, name) in CARD_METRICS.items():
+        if key in metrics:
+            by_task.setdefault(task, {})[name] = metrics[key]
+    dataset = data_args.eval_data or data_args.train_data
+    results = [results_entry(task, dataset, numbers, split="eval") for task, numbers in by_task.items()]
+    output_dir = trainer.args.output_dir
+    write_model_card(
+        output_dir,
+        trainer.pretraining_model.student.config,
+        results=results,
+        provenance=f"Trained with `training/train_silc.py` ({trainer.state.global_step} steps) on {data_args.train_data}.",
+    )
+    try:
+        plot_training(trainer.state.log_history, os.path.join(output_dir, "training_curve.png"))
+    except ImportError as error:
+        logger.warning(f"No training_curve.png: {error}")
