@@ -130,3 +130,10 @@ def test_cli_writes_a_siglip_folder_whose_processor_pads_to_the_trained_length(t
         expected = source(input_ids=reference["input_ids"], pixel_values=reference["pixel_values"]).logits_per_image
         actual = model(input_ids=inputs["input_ids"], pixel_values=inputs["pixel_values"]).logits_per_image
     torch.testing.assert_close(actual, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_the_cli_names_the_right_subcommand_for_a_checkpoint_of_the_other_family(clip_folder, tmp_path):
+    from silc_hf.convert.__main__ import main
+
+    with pytest.raises(ValueError, match=r"holds a 'clip' model, not a 'siglip' one \(SiglipModel\); use hf-clip"):
+        main(["hf-siglip", str(clip_folder), str(tmp_path / "silc")])

@@ -18,8 +18,15 @@ from .big_vision import from_big_vision
 from .hf import from_hf_clip, from_hf_siglip, silc_processor_from
 
 
-def convert_hf(kind: str, source: str, output_dir: str) -> None:
-    """Convert an HF CLIP or SigLIP folder / Hub id into a SILC folder with its processor."""
+def push_folder(output_dir: str, repo_id: str, message: str) -> None:
+    from huggingface_hub import HfApi
+
+    HfApi().create_repo(repo_id, exist_ok=True)
+    HfApi().upload_folder(folder_path=output_dir, repo_id=repo_id, commit_message=message)
+
+
+def convert_hf(kind: str, source: str, output_dir: str, push_to_hub: str | None = None) -> None:
+    """Convert an HF CLIP or SigLIP folder / Hub id into a SILC folder with its processor; optionally push it."""
     convert = from_hf_clip if kind == "hf-clip" else from_hf_siglip
     model, report = convert(source, return_report=True)
     print(report)
@@ -34,7 +41,9 @@ def convert_hf(kind: str, source: str, output_dir: str) -> None:
         base_model=source,
         provenance=f"Converted from the `transformers` {kind[3:].upper()} checkpoint `{source}` with `python -m silc_hf.convert {kind}`.",
     )
-    print(f"Wrote a SILC folder to {output_dir}")
+    if push_to_hub:
+        push_folder(output_dir, push_to_hub, f"Add SILC model converted from {source}")
+    print(f"Wrote a SILC folder to {output_dir}" + (f" and pushed it to {push_to_hub}" if push_to_hub else ""))
 
 
 def load_tokenizer(name_or_path: str, max_length: int):
@@ -121,12 +130,7 @@ def convert_big_vision(
         f"{', '.join(sorted(report.skipped)) or 'none'}).",
     )
     if push_to_hub:
-        from huggingface_hub import HfApi
-
-        HfApi().create_repo(push_to_hub, exist_ok=True)
-        HfApi().upload_folder(
-            folder_path=output_dir, repo_id=push_to_hub, commit_message="Add SILC model converted from big_vision"
-        )
+        push_folder(output_dir, push_to_hub, "Add SILC model converted from big_vision")
     print(f"Wrote a SILC folder to {output_dir}" + (f" and pushed it to {push_to_hub}" if push_to_hub else ""))
 
 
@@ -137,6 +141,7 @@ def main(argv: list[str] | None = None) -> None:
         p = sub.add_parser(kind, help=f"convert {what} (folder or Hub id)")
         p.add_argument("source", help="folder or Hub id of the source model and its processor")
         p.add_argument("output_dir", help="where to write the SILC folder")
+        p.add_argument("--push-to-hub", metavar="ORG/NAME", help="upload the folder to this Hub repository")
     p = sub.add_parser("big-vision", help="convert a big_vision two-tower .npz checkpoint (SigLIP / SILC)")
     p.add_argument("checkpoint", help="the .npz file")
     p.add_argument("output_dir", help="where to write the SILC folder")
@@ -170,7 +175,7 @@ def main(argv: list[str] | None = None) -> None:
             args.push_to_hub,
         )
     else:
-        convert_hf(args.kind, args.source, args.output_dir)
+        convert_hf(args.kind, args.source, args.output_dir, args.push_to_hub)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ import os
 import re
 
 import torch
-from transformers import AutoProcessor, CLIPModel, SiglipModel
+from transformers import AutoConfig, AutoProcessor, CLIPModel, SiglipModel
 
 from ..configuration_silc import SilcConfig
 from ..image_processing_silc import SilcImageProcessor
@@ -35,6 +35,14 @@ def _tower_kwargs(config, *extra: str) -> dict:
 
 def _load(model_or_path, model_class):
     if isinstance(model_or_path, (str, os.PathLike)):
+        model_type = AutoConfig.from_pretrained(model_or_path).model_type
+        expected = model_class.config_class.model_type
+        if model_type != expected:
+            other = {"clip": "hf-clip / from_hf_clip", "siglip": "hf-siglip / from_hf_siglip"}.get(model_type)
+            hint = f"use {other}" if other else "only HF CLIP (hf-clip) and SigLIP (hf-siglip) checkpoints convert"
+            raise ValueError(
+                f"{model_or_path} holds a {model_type!r} model, not a {expected!r} one ({model_class.__name__}); {hint}."
+            )
         return model_class.from_pretrained(model_or_path)
     if not isinstance(model_or_path, model_class):
         raise TypeError(f"Expected a {model_class.__name__} or a path to one, got {type(model_or_path).__name__}.")
