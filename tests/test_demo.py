@@ -43,6 +43,21 @@ def test_demo_writes_loadable_outputs(tmp_path):
     card = (model_dir / "README.md").read_text()
     assert "model-index" in card and f"{metrics['results'][0]['metrics']['top1_accuracy']}" in card
 
+    # the README's evaluation command, as written (no --templates: the model recorded the demo's), gives the
+    # demo's numbers
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("evaluate_silc", Path(__file__).parents[1] / "training" / "evaluate_silc.py")
+    evaluate_silc = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(evaluate_silc)
+    data = tmp_path / "data"
+    cli = evaluate_silc.main([
+        "--model", str(model_dir), "--data", str(data / "test"), "--tasks", "classification", "retrieval",
+        "segmentation", "linear_probe", "--probe_data", str(data / "train"), "--class_names",
+        "tree,house,car,flower,fish", "--ignore_index", "0", "--mask_offset", "1",
+    ])
+    assert [r["metrics"] for r in cli["results"]] == [r["metrics"] for r in metrics["results"]]
+
 
 def test_the_bundled_example_is_the_scene_the_demo_checks():
     import numpy as np

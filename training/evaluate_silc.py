@@ -30,7 +30,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--split", default="test", help="split name recorded in the results")
     parser.add_argument("--tasks", nargs="+", choices=list(TASKS), default=["classification", "retrieval"])
     parser.add_argument("--class_names", help="comma-separated class names, in label order")
-    parser.add_argument("--templates", nargs="+", default=list(DEFAULT_TEMPLATES))
+    parser.add_argument(
+        "--templates",
+        nargs="+",
+        help="prompt templates with {} (default: the model's config.zero_shot_templates, recorded by the run that "
+        "trained it, else 'a photo of a {}.', ...)",
+    )
     parser.add_argument("--image_column", default="image")
     parser.add_argument("--text_column", default="text")
     parser.add_argument("--label_column", default="label")
@@ -61,7 +66,7 @@ def main(argv: list[str] | None = None) -> dict:
             text_column=args.text_column,
             label_column=args.label_column,
             mask_column=args.mask_column,
-            templates=tuple(args.templates),
+            templates=tuple(args.templates or getattr(model.config, "zero_shot_templates", None) or DEFAULT_TEMPLATES),
             method=args.dense_method,
             ignore_index=args.ignore_index,
             mask_offset=args.mask_offset,

@@ -157,6 +157,8 @@ def build_trainer(
         model_args.tokenizer, model_args.train_tokenizer = checkpoint, False  # the tokenizer the run was trained with
     set_seed(args.seed)  # before any weight is initialised: every rank (and every rerun) builds the same model
     model, processor = build_model_and_processor(model_args, inline_config, train_raw, data_args.text_column)
+    if data_args.zero_shot_templates:  # saved with the model: evaluate_silc.py uses them by default
+        model.config.zero_shot_templates = list(data_args.zero_shot_templates)
     image_size = model.config.vision_config.image_size
     train_dataset = build_dataset(train_raw, data_args, args, image_size)
     eval_dataset, evaluator = None, None
