@@ -94,7 +94,14 @@ def build_model_and_processor(
         elif model_args.train_tokenizer:
             captions = read_captions(captions_source, text_column, model_args.tokenizer_training_captions)
             tokenizer = train_clip_tokenizer(captions, model_args.tokenizer_vocab_size, text.max_position_embeddings)
-            logger.warning(f"Trained a {len(tokenizer)}-token BPE tokenizer on {len(captions)} captions.")
+            size, asked = len(tokenizer), model_args.tokenizer_vocab_size
+            if size < asked:  # the captions ran out of pairs to merge: say so, as it is not what was asked
+                logger.warning(
+                    f"Trained a {size}-token BPE tokenizer on {len(captions)} captions (tokenizer_vocab_size={asked}: "
+                    "the captions have no more pairs to merge); the text tower's vocabulary is set to it."
+                )
+            else:
+                logger.info(f"Trained a {size}-token BPE tokenizer on {len(captions)} captions.")
         else:
             raise ValueError("Pass --tokenizer PATH, --train_tokenizer, or --init_from a model with its tokenizer.")
         # All the tokenizer's special ids, so that the Trainer finds nothing to realign (and warn about).
