@@ -311,3 +311,18 @@ def test_torch_compile_compiles_the_towers_as_whole_graphs_and_trains_like_eager
     for eager, compiled in zip(logs["eager"], logs["compiled"]):
         for key in ("contrastive_loss", "distillation_loss"):
             assert compiled[key] == pytest.approx(eager[key], abs=1e-4), (eager["step"], key)
+
+
+def test_total_flos_follow_transformers_six_times_parameters_times_tokens(data_folder, tmp_path):
+    trainer = _trainer(data_folder, _args(tmp_path, max_steps=1))
+    batch = next(iter(trainer.get_train_dataloader()))
+    wrapper = trainer.pretraining_model
+    vision = wrapper.student.vision_model.num_parameters(exclude_embeddings=True)
+    text = wrapper.student.text_model
+    head = sum(p.numel() for p in wrapper.student_head.parameters())
+    # 4 images: 2 global views of 32 px (16 patches of 8 px each) and 2 local views of 16 px (4 patches each)
+    student = 6 * (vision * (4 * 2 * 16 + 4 * 2 * 4) + head * 4 * 4)
+    # Trainer.floating_point_ops's own rule for a model with input_ids
+    student += 6 * batch["input_ids"].numel() * text.num_parameters(exclude_embeddings=True)
+    teacher = 2 * (vision * 4 * 2 * 16 + head * 4 * 2)
+    assert trainer.floating_point_ops(batch) == student + teacher

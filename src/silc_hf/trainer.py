@@ -235,6 +235,24 @@ class SilcTrainer(Trainer):
             )
         return super().get_train_dataloader()
 
+    def floating_point_ops(self, inputs: dict) -> int:
+        """Training FLOPs of one batch, transformers' estimate (6 x parameters x tokens for forward + backward)
+        per tower, plus the teacher's forward (2 x parameters x tokens) on the global views; reported as
+        `total_flos`. Tokens: patches of every view, text positions."""
+        wrapper = self.pretraining_model
+        vision = wrapper.student.vision_model.num_parameters(exclude_embeddings=True)
+        text = wrapper.student.text_model.num_parameters(exclude_embeddings=True)
+        head = sum(p.numel() for p in wrapper.student_head.parameters())
+        patch = self.model.config.vision_config.patch_size
+        global_tokens = inputs["global_views"][:, :, 0].numel() // patch**2
+        local_views = inputs.get("local_views")
+        local_tokens = local_views[:, :, 0].numel() // patch**2 if local_views is not None else 0
+        views = inputs["global_views"].shape[:2].numel() + (local_views.shape[:2].numel() if local_views is not None else 0)
+        text_tokens = inputs["input_ids"].numel() if self.args.contrastive_weight > 0 else 0
+        student = 6 * (vision * (global_tokens + local_tokens) + text * text_tokens + head * views)
+        teacher = 2 * (vision * global_tokens + head * inputs["global_views"].shape[:2].numel())
+        return student + (teacher if self.args.distill_weight > 0 else 0)
+
     # --- schedules, indexed by optimizer step ------------------------------------------------------------
 
     def _distill_steps(self) -> int:
