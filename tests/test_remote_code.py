@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 import torch
 from transformers import pipeline
 
@@ -86,4 +87,5 @@ def test_folder_loads_without_the_package(tmp_path):
         image, candidate_labels=LABELS, hypothesis_template="a {}"
     )
     assert [r["label"] for r in child["pipeline"]] == [r["label"] for r in local]
-    assert [r["score"] for r in child["pipeline"]] == [r["score"] for r in local]
+    # another process may run with another thread count: equal up to float32 summation order
+    assert [r["score"] for r in child["pipeline"]] == pytest.approx([r["score"] for r in local], abs=1e-6)
