@@ -95,8 +95,8 @@ def build_model_and_processor(
             captions = read_captions(captions_source, text_column, model_args.tokenizer_training_captions)
             tokenizer = train_clip_tokenizer(captions, model_args.tokenizer_vocab_size, text.max_position_embeddings)
             size, asked = len(tokenizer), model_args.tokenizer_vocab_size
-            if size < asked:  # the captions ran out of pairs to merge: say so, as it is not what was asked
-                logger.warning(
+            if size < asked:  # the captions ran out of pairs to merge: fine, but say why it is not what was asked
+                logger.info(
                     f"Trained a {size}-token BPE tokenizer on {len(captions)} captions (tokenizer_vocab_size={asked}: "
                     "the captions have no more pairs to merge); the text tower's vocabulary is set to it."
                 )
