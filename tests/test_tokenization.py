@@ -58,3 +58,16 @@ def test_training_twice_gives_the_same_token_ids():
     captions = ["a red circle on a green background."] * 3
     vocabularies = [train_clip_tokenizer(captions, vocab_size=600).get_vocab() for _ in range(3)]
     assert vocabularies[0] == vocabularies[1] == vocabularies[2]
+
+
+def test_the_processor_pads_to_the_longest_and_truncates_at_the_tower_length_without_warnings():
+    import warnings
+
+    from silc_hf import SilcImageProcessor, SilcProcessor
+
+    tokenizer = train_clip_tokenizer(["a red car", "a small white flower on grass"] * 10, vocab_size=600, model_max_length=8)
+    processor = SilcProcessor(SilcImageProcessor(size={"height": 32, "width": 32}), tokenizer)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # transformers' "max_length is ignored when padding=True" would raise
+        tokens = processor(text=["a red car", "a small white flower on grass " * 4], return_tensors="pt")
+    assert tokens["input_ids"].shape == (2, 8)

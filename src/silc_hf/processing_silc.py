@@ -26,8 +26,9 @@ class SilcProcessor(ProcessorMixin):
                 kwargs.setdefault("padding", "max_length")
                 kwargs.setdefault("max_length", self.fixed_text_length)
                 kwargs.setdefault("truncation", True)
-            else:
+            else:  # pad to the longest; never past the text tower's length (the tokenizer's model_max_length)
                 kwargs.setdefault("padding", True)
+                kwargs.setdefault("truncation", True)
         return super().__call__(images=images, text=text, **kwargs)
 
 
