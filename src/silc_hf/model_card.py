@@ -211,7 +211,7 @@ def write_model_card(output_dir: str, config: SilcConfig, model_name: str | None
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = ArgumentParser(prog="python -m silc_hf.model_card", description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="python -m silc_hf.model_card", description=__doc__.split("\n\n")[0].replace("\n", " "))
     parser.add_argument("folder", help="a SILC folder (its config.json is read; README.md is written there)")
     parser.add_argument("--results", help="evaluation results JSON")
     parser.add_argument("--name", help="model name (default: the folder name)")

@@ -23,6 +23,7 @@ every colour named, zero-shot top-1 was 36 %; captions that always name the colo
 colour words (never naming them: 44 %, but segmentation mIoU 10.5 %); half of the time: 64 % and 24.9 %.
 """
 
+import argparse
 import io
 import json
 import math
@@ -295,14 +296,20 @@ def export(
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = ArgumentParser(prog="python -m silc_hf.synthetic", description=__doc__.splitlines()[0])
-    parser.add_argument("--output-dir", required=True)
-    parser.add_argument("--format", choices=["imagefolder", "webdataset"], default="imagefolder")
-    parser.add_argument("--train", type=int, default=2000)
-    parser.add_argument("--validation", type=int, default=200)
-    parser.add_argument("--test", type=int, default=200)
-    parser.add_argument("--image-size", type=int, default=64)
-    parser.add_argument("--seed", type=int, default=0)
+    parser = ArgumentParser(
+        prog="python -m silc_hf.synthetic",
+        description=__doc__.split("\n\n")[0].replace("\n", " "),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--output-dir", required=True, help="where the splits are written (one folder each)")
+    parser.add_argument(
+        "--format", choices=["imagefolder", "webdataset"], default="imagefolder", help="imagefolder + metadata.jsonl, or .tar shards"
+    )
+    parser.add_argument("--train", type=int, default=2000, help="scenes in the train split")
+    parser.add_argument("--validation", type=int, default=200, help="scenes in the validation split")
+    parser.add_argument("--test", type=int, default=200, help="scenes in the test split")
+    parser.add_argument("--image-size", type=int, default=64, help="image side in pixels")
+    parser.add_argument("--seed", type=int, default=0, help="base seed (splits use disjoint seeds)")
     args = parser.parse_args(argv)
     sizes = {"train": args.train, "validation": args.validation, "test": args.test}
     export(args.output_dir, sizes, args.seed, args.image_size, args.format)
