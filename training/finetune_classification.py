@@ -28,8 +28,10 @@ from silc_hf.evaluation import evaluate_zero_shot_classification
 
 @dataclass
 class FinetuneArguments:
-    model: str = field(metadata={"help": "a SILC folder (or Hub id) whose image tower is fine-tuned"})
-    train_data: str = field(metadata={"help": "imagefolder directory, webdataset shards or Hub dataset with labels"})
+    model: str | None = field(default=None, metadata={"help": "a SILC folder (or Hub id) whose image tower is fine-tuned"})
+    train_data: str | None = field(
+        default=None, metadata={"help": "imagefolder directory, webdataset shards or Hub dataset with labels"}
+    )
     eval_data: str | None = field(default=None, metadata={"help": "evaluation split (same layout)"})
     class_names: list[str] | None = field(
         default=None, metadata={"help": "names of the label ids, in order (default: the label column's ClassLabel)"}
@@ -54,7 +56,11 @@ def parse_args(argv: list[str] | None = None) -> tuple[FinetuneArguments, Traini
         if unknown:
             raise ValueError(f"{known.config} has unknown keys {unknown}; see --help.")
         parser.set_defaults(**values)
-    return tuple(parser.parse_args_into_dataclasses(rest))
+    args, training_args = parser.parse_args_into_dataclasses(rest)
+    for name in ("model", "train_data"):
+        if not getattr(args, name):
+            raise ValueError(f"--{name} is required (on the command line or in --config).")
+    return args, training_args
 
 
 def class_names_of(dataset, args: FinetuneArguments) -> list[str]:
