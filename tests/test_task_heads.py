@@ -176,3 +176,18 @@ def test_the_fine_tuning_script_beats_the_zero_shot_baseline_of_the_same_model(t
     assert results["accuracy"] >= 0.9
     labels = {r["label"] for r in pipeline("image-classification", model=str(tmp_path / "out"))(shape_image("red", "circle", 1))}
     assert labels == {"red", "blue"}
+
+
+def test_the_fine_tuning_config_may_name_the_model_and_data(tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("finetune", Path(__file__).resolve().parents[1] / "training" / "finetune_classification.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"model": "m", "train_data": "d", "output_dir": str(tmp_path), "max_steps": 3}))
+    args, training_args = script.parse_args(["--config", str(config), "--max_steps", "5"])
+    assert (args.model, args.train_data, training_args.max_steps) == ("m", "d", 5)
+    with pytest.raises(ValueError, match="--model is required"):
+        script.parse_args(["--train_data", "d", "--output_dir", str(tmp_path)])
