@@ -191,3 +191,35 @@ def test_the_fine_tuning_config_may_name_the_model_and_data(tmp_path):
     assert (args.model, args.train_data, training_args.max_steps) == ("m", "d", 5)
     with pytest.raises(ValueError, match="--model is required"):
         script.parse_args(["--train_data", "d", "--output_dir", str(tmp_path)])
+
+
+def test_a_saved_backbone_loads_as_remote_code_through_auto_backbone(silc_folder, tmp_path):
+    """transformers 5.24's `AutoBackbone.from_pretrained` asks the Hub whether the name exists even for a local
+    folder (for every model type); the child answers that check locally and is otherwise the Hub path."""
+    folder, _ = silc_folder
+    backbone = SilcBackbone.from_pretrained(folder, out_indices=[1, 3]).eval()
+    backbone.save_pretrained(tmp_path / "backbone")
+    pixels = torch.randn(1, 3, 32, 32)
+    torch.save(pixels, tmp_path / "pixels.pt")
+    child = r"""
+import json, sys, types
+sys.modules["silc_hf"] = None
+import torch
+import transformers.models.auto.auto_factory as auto_factory
+auto_factory.hf_api = lambda: types.SimpleNamespace(repo_exists=lambda *args, **kwargs: True)
+from transformers import AutoBackbone
+model = AutoBackbone.from_pretrained(sys.argv[1], trust_remote_code=True).eval()
+with torch.no_grad():
+    maps = model(pixel_values=torch.load(sys.argv[2])).feature_maps
+print(json.dumps({"class": type(model).__name__, "out_features": model.out_features, "maps": [m.tolist() for m in maps]}))
+"""
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "modules"))
+    result = subprocess.run([sys.executable, "-c", child, str(tmp_path / "backbone"), str(tmp_path / "pixels.pt")],
+                            capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    loaded = json.loads(result.stdout.strip().splitlines()[-1])
+    assert loaded["class"] == "SilcBackbone" and loaded["out_features"] == ["stage1", "stage3"]
+    with torch.no_grad():
+        expected = backbone(pixel_values=pixels).feature_maps
+    for got, want in zip(loaded["maps"], expected):
+        torch.testing.assert_close(torch.tensor(got), want, rtol=0, atol=1e-6)

@@ -57,6 +57,7 @@ PIPELINE_REGISTRY.register_pipeline(
 )
 
 SilcConfig.register_for_auto_class()
+SilcVisionConfig.register_for_auto_class()  # a saved SilcBackbone's config
 SilcModel.register_for_auto_class("AutoModel")
 SilcForImageClassification.register_for_auto_class("AutoModelForImageClassification")
 SilcBackbone.register_for_auto_class("AutoBackbone")
