@@ -17,6 +17,8 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from bench_train_step import identity_augment  # noqa: E402
+
 from silc_hf import SilcConfig, SilcModel  # noqa: E402
 from silc_hf.demo import DEMO_MODEL  # noqa: E402
 from silc_hf.distillation import SilcPretrainingModel  # noqa: E402
@@ -51,18 +53,13 @@ def inputs_for(config: SilcConfig, batch: int, num_local: int, local: int) -> di
     size, length = config.vision_config.image_size, config.text_config.max_position_embeddings
     generator = torch.Generator().manual_seed(0)
 
-    def augment(count):
-        flags = {k: torch.zeros(batch, count, dtype=torch.bool) for k in ("flip", "jitter", "grayscale", "blur", "solarize")}
-        values = {k: torch.ones(batch, count) for k in ("brightness", "contrast", "saturation", "blur_sigma")}
-        return {**flags, **values, "hue": torch.zeros(batch, count), "jitter_order": torch.arange(4).expand(batch, count, 4)}
-
     input_ids = torch.randint(2, config.text_config.vocab_size - 1, (batch, length), generator=generator)
     input_ids[:, -1] = config.text_config.eos_token_id
     return {
         "global_views": torch.randint(0, 256, (batch, 2, 3, size, size), dtype=torch.uint8, generator=generator),
-        "global_augment": augment(2),
+        "global_augment": identity_augment(batch, 2),
         "local_views": torch.randint(0, 256, (batch, num_local, 3, local, local), dtype=torch.uint8, generator=generator),
-        "local_augment": augment(num_local),
+        "local_augment": identity_augment(batch, num_local),
         "input_ids": input_ids,
     }
 

@@ -38,6 +38,15 @@ def tower_flops(config, tokens: int) -> float:
     return 2 * block_params * tokens + 4 * layers * tokens**2 * d
 
 
+def identity_augment(batch: int, views: int, device="cpu") -> dict[str, torch.Tensor]:
+    """Per-view photometric parameters that change nothing (no flip, jitter, grayscale, blur or solarize), for
+    benchmarks that feed random views straight to the step."""
+    flags = {k: torch.zeros(batch, views, dtype=torch.bool, device=device) for k in ("flip", "jitter", "grayscale", "blur", "solarize")}
+    values = {k: torch.ones(batch, views, device=device) for k in ("brightness", "contrast", "saturation", "blur_sigma")}
+    order = torch.arange(4, device=device).expand(batch, views, 4).contiguous()
+    return {**flags, **values, "hue": torch.zeros(batch, views, device=device), "jitter_order": order}
+
+
 def step_flops(config: SilcConfig, num_local: int, local_size: int, head_params: int) -> tuple[float, float]:
     """(CLIP-only, SILC) training FLOPs per image: forward + backward (3x forward) of the trained parts, the
     teacher's forward on the 2 global views."""

@@ -25,7 +25,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from bench_train_step import step_flops  # noqa: E402
+from bench_train_step import identity_augment, step_flops  # noqa: E402
 
 from silc_hf import SilcConfig, SilcModel  # noqa: E402
 from silc_hf.distillation import SilcPretrainingModel  # noqa: E402
@@ -59,18 +59,11 @@ def make_inputs(config: SilcConfig, batch: int) -> dict:
     def views(count, side):
         return torch.randint(0, 256, (batch, count, 3, side, side), device="cuda", dtype=torch.uint8, generator=generator)
 
-    def augment(count):
-        flags = {k: torch.zeros(batch, count, dtype=torch.bool, device="cuda") for k in ("flip", "jitter", "grayscale", "blur", "solarize")}
-        values = {k: torch.ones(batch, count, device="cuda") for k in ("brightness", "contrast", "saturation", "blur_sigma")}
-        values["hue"] = torch.zeros(batch, count, device="cuda")
-        order = torch.arange(4, device="cuda").expand(batch, count, 4).contiguous()
-        return {**flags, **values, "jitter_order": order}
-
     return {
         "global_views": views(2, size),
-        "global_augment": augment(2),
+        "global_augment": identity_augment(batch, 2, "cuda"),
         "local_views": views(LOCAL_CROPS, LOCAL_SIZE),
-        "local_augment": augment(LOCAL_CROPS),
+        "local_augment": identity_augment(batch, LOCAL_CROPS, "cuda"),
         "input_ids": torch.randint(2, 30000, (batch, text_length), device="cuda", generator=generator),
     }
 

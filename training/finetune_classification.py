@@ -13,15 +13,14 @@ that the `image-classification` pipeline reads (labels from `id2label`).
 """
 
 import argparse
-import json
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-import yaml
 from transformers import AutoImageProcessor, AutoProcessor, HfArgumentParser, Trainer, TrainingArguments
 
 from silc_hf import SilcForImageClassification, SilcModel
+from silc_hf.cli import apply_config_defaults, read_config_file
 from silc_hf.data import load_image_text_dataset, to_rgb
 from silc_hf.evaluation import evaluate_zero_shot_classification
 
@@ -50,12 +49,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[FinetuneArguments, Traini
     pre.add_argument("--config")
     known, rest = pre.parse_known_args(argv)
     if known.config:
-        with open(known.config) as file:
-            values = yaml.safe_load(file) if known.config.endswith((".yaml", ".yml")) else json.load(file)
-        unknown = sorted(set(values) - {action.dest for action in parser._actions})
-        if unknown:
-            raise ValueError(f"{known.config} has unknown keys {unknown}; see --help.")
-        parser.set_defaults(**values)
+        apply_config_defaults(parser, known.config, read_config_file(known.config), "training/finetune_classification.py")
     args, training_args = parser.parse_args_into_dataclasses(rest)
     for name in ("model", "train_data"):
         if not getattr(args, name):

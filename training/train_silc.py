@@ -13,12 +13,11 @@ one, or "silc-b16"); command-line arguments override the file.
 
 import argparse
 import dataclasses
-import json
 
 import torch
-import yaml
 from transformers import HfArgumentParser, TrainingArguments
 
+from silc_hf.cli import apply_config_defaults, read_config_file
 from silc_hf.data import SilcDataArguments
 from silc_hf.factory import SilcModelArguments, run_training
 from silc_hf.trainer import SilcTrainer, SilcTrainingArguments
@@ -71,15 +70,10 @@ def parse_args(argv: list[str] | None = None):
         raise SystemExit(0)
     inline_model_config = None
     if known.config:
-        with open(known.config) as file:
-            values = yaml.safe_load(file) if known.config.endswith((".yaml", ".yml")) else json.load(file)
+        values = read_config_file(known.config)
         if isinstance(values.get("model_config"), dict):
             inline_model_config = values.pop("model_config")
-        valid = {action.dest for action in parser._actions}
-        unknown = sorted(set(values) - valid)
-        if unknown:
-            raise ValueError(f"{known.config} has unknown keys {unknown}; see `python training/train_silc.py --help`.")
-        parser.set_defaults(**values)
+        apply_config_defaults(parser, known.config, values, "training/train_silc.py")
     return (*parser.parse_args_into_dataclasses(rest), inline_model_config)
 
 

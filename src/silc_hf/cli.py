@@ -16,3 +16,24 @@ class ArgumentParser(argparse.ArgumentParser):
                 if other not in spellings:
                     spellings.append(other)
         return super().add_argument(*spellings, **kwargs)
+
+
+def read_config_file(path: str) -> dict:
+    """The values of a `--config` file (JSON, or YAML for .yaml / .yml)."""
+    import json
+
+    with open(path) as file:
+        if path.endswith((".yaml", ".yml")):
+            import yaml
+
+            return yaml.safe_load(file)
+        return json.load(file)
+
+
+def apply_config_defaults(parser: argparse.ArgumentParser, path: str, values: dict, script: str) -> None:
+    """Make a config file's `values` the parser's defaults (command-line arguments still override them);
+    unknown keys raise, naming them."""
+    unknown = sorted(set(values) - {action.dest for action in parser._actions})
+    if unknown:
+        raise ValueError(f"{path} has unknown keys {unknown}; see `python {script} --help`.")
+    parser.set_defaults(**values)

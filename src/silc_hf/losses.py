@@ -106,7 +106,7 @@ def sinkhorn_knopp(scores: torch.Tensor, iterations: int = 3) -> torch.Tensor:
     num_prototypes, batch = scores.shape[1], torch.tensor(float(scores.shape[0]), device=scores.device)
     if is_distributed():
         dist.all_reduce(shift, op=dist.ReduceOp.MAX)
-        dist.all_reduce(batch)  # a tensor, not .item(): no host sync
+        dist.all_reduce(batch)  # kept a tensor: no host sync
     q = torch.exp(scores - shift).t()  # (K, batch)
     total = q.sum()
     if is_distributed():
