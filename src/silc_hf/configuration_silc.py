@@ -267,4 +267,89 @@ class SilcConfig(PreTrainedConfig):
         return cls(text_config=SilcTextConfig(), vision_config=SilcVisionConfig(), **kwargs)
 
 
-__all__ = ["SilcConfig", "SilcTextConfig", "SilcVisionConfig"]
+DEFAULT_PROMPT_TEMPLATES = ("a photo of a {}.", "a picture of a {}.", "an image of a {}.", "a {}.")
+
+
+class SilcOpenVocabularySegmentationConfig(PreTrainedConfig):
+    r"""
+    Configuration of a [`SilcForOpenVocabularySegmentation`]: a SILC image-text model and a cost-aggregation
+    decoder in the spirit of CAT-Seg (Cho et al., CVPR 2024). Defaults follow CAT-Seg's ViT-B setting.
+
+    Args:
+        silc_config (`dict` or [`SilcConfig`]): the image-text model whose towers build the cost volume.
+        prompt_templates (`list[str]`): the prompts of each class name (`"{}"` is the name); every template is one
+            channel of the cost volume, so their number is part of the architecture.
+        dense_method (`str`): the image tower's dense features, `"value"` (MaskCLIP value path, the default: it
+            segments better zero-shot) or `"plain"`; see [`SilcVisionModel.get_dense_features`].
+        decoder_hidden_size (`int`): channels of the cost embedding that the aggregation layers refine.
+        guidance_size (`int`): channels of the image and text guidance concatenated to it.
+        num_aggregation_layers (`int`): (spatial, class) aggregation pairs.
+        num_attention_heads (`int`): heads of the class aggregation (attention across classes, no positions).
+        guidance_layers (`list[int]`): image-tower blocks (0 = the embeddings, k = after block k) whose tokens
+            guide the upsampling, deepest first, one per upsampling step (x2 each). Default: after blocks 2L/3 and
+            L/3 of L (8 and 4 for ViT-B, as CAT-Seg).
+        upsampling_sizes (`list[int]`): channels of each upsampling step (same length as `guidance_layers`).
+        ignore_index (`int`): label value of pixels without a class (no loss).
+    """
+
+    model_type = "silc_open_vocabulary_segmentation"
+    sub_configs_defaults = {"silc_config": SilcConfig}
+
+    silc_config: dict | SilcConfig | None = None
+    prompt_templates: list[str] | tuple[str, ...] = DEFAULT_PROMPT_TEMPLATES
+    dense_method: str = "value"
+    decoder_hidden_size: int = 128
+    guidance_size: int = 128
+    num_aggregation_layers: int = 2
+    num_attention_heads: int = 4
+    guidance_layers: list[int] | None = None
+    upsampling_sizes: list[int] | tuple[int, ...] = (64, 32)
+    ignore_index: int = 255
+
+    def __post_init__(self, **kwargs):
+        super().__post_init__(**kwargs)
+        self.prompt_templates = list(self.prompt_templates)
+        self.upsampling_sizes = list(self.upsampling_sizes)
+        if self.guidance_layers is None:
+            depth = self.silc_config.vision_config.num_hidden_layers
+            self.guidance_layers = [2 * depth // 3, depth // 3][: len(self.upsampling_sizes)]
+        self.guidance_layers = list(self.guidance_layers)
+        self.validate_architecture()
+
+    def get_text_config(self, *args, **kwargs):
+        """The text tower's config (where the tokenizer's special token ids live), as for a `SilcConfig`."""
+        return self.silc_config.get_text_config(*args, **kwargs)
+
+    def validate_architecture(self):
+        _check_choice(self, "dense_method", ("plain", "value"))
+        name = type(self).__name__
+        if not self.prompt_templates or any("{}" not in t for t in self.prompt_templates):
+            raise ValueError(
+                f"{name}.prompt_templates={self.prompt_templates!r}: give at least one template, each with '{{}}' "
+                "for the class name, e.g. ['a photo of a {}.']."
+            )
+        if self.decoder_hidden_size % self.num_attention_heads:
+            raise ValueError(
+                f"{name}.decoder_hidden_size={self.decoder_hidden_size} is not divisible by num_attention_heads="
+                f"{self.num_attention_heads}; use e.g. {_divisor_near(self.decoder_hidden_size, self.num_attention_heads)}."
+            )
+        if len(self.guidance_layers) != len(self.upsampling_sizes):
+            raise ValueError(
+                f"{name}.guidance_layers={self.guidance_layers} and upsampling_sizes={self.upsampling_sizes} need one "
+                "entry per upsampling step; give both the same length."
+            )
+        # the value path replaces the last block when there is no MAP head: its ordinary output is never computed
+        vision = self.silc_config.vision_config
+        value_replaces_last_block = self.dense_method == "value" and vision.pooling_type != "map"
+        deepest = vision.num_hidden_layers - value_replaces_last_block
+        for layer in self.guidance_layers:
+            if not 0 <= layer <= deepest:
+                raise ValueError(f"{name}.guidance_layers has {layer}; use block indices from 0 to {deepest}.")
+
+
+__all__ = [
+    "SilcConfig",
+    "SilcOpenVocabularySegmentationConfig",
+    "SilcTextConfig",
+    "SilcVisionConfig",
+]

@@ -360,8 +360,8 @@ class SilcPreTrainedModel(PreTrainedModel):
             if module.projection.bias is not None:
                 init.zeros_(module.projection.bias)
         elif isinstance(module, SilcModel):
-            init.constant_(module.logit_scale, self.config.logit_scale_init_value)
-            init.constant_(module.logit_bias, self.config.logit_bias_init_value)
+            init.constant_(module.logit_scale, module.config.logit_scale_init_value)
+            init.constant_(module.logit_bias, module.config.logit_bias_init_value)
 
 
 def _projection(config: SilcVisionConfig | SilcTextConfig) -> nn.Module:
@@ -427,8 +427,12 @@ class SilcVisionModel(SilcPreTrainedModel):
         )
 
     def get_dense_features(
-        self, pixel_values: torch.Tensor, method: str = "value", interpolate_pos_encoding: bool = False
-    ) -> torch.Tensor:
+        self,
+        pixel_values: torch.Tensor,
+        method: str = "value",
+        interpolate_pos_encoding: bool = False,
+        output_hidden_states: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
         r"""
         Per-patch embeddings in the joint image-text space, `(batch_size, grid_height, grid_width, output_dim)`.
         They are *not* L2-normalised (like `image_embeds`): normalise them and the text embeddings before taking
@@ -441,23 +445,29 @@ class SilcVisionModel(SilcPreTrainedModel):
           class-token and mean pooling) is applied to every patch token as if its attention matrix were the
           identity (each token attends only to itself, i.e. `out_proj(v_proj(x))` replaces attention), then
           the final norm (for the last-block case) and the projection follow as for the pooled token.
+
+        With `output_hidden_states=True` it returns `(features, hidden_states)`: the tokens
+        `(batch, prefix + num_patches, hidden)` after the embeddings and after each block that ran as usual
+        (all of them, except the last one when the value path replaces it).
         """
         if method not in DENSE_METHODS:
             raise ValueError(f"method={method!r} is not supported; use one of {list(DENSE_METHODS)}.")
         hidden_states = self.embed(pixel_values, interpolate_pos_encoding)
-        prefix = self.embeddings.num_prefix_tokens
-        if method == "value" and self.head is None:
-            *blocks, last_block = self.encoder.layers
-            for block in blocks:
-                hidden_states = block(hidden_states)
-            tokens = self.post_layernorm(last_block.forward_value_path(hidden_states))[:, prefix:]
-        else:
-            tokens = self.post_layernorm(self.encoder(inputs_embeds=hidden_states).last_hidden_state)[:, prefix:]
-            if method == "value":
-                tokens = self.head.value_path(tokens)
+        value_replaces_last_block = method == "value" and self.head is None
+        blocks = self.encoder.layers[:-1] if value_replaces_last_block else self.encoder.layers
+        all_hidden_states = [hidden_states]
+        for block in blocks:
+            hidden_states = block(hidden_states)
+            all_hidden_states.append(hidden_states)
+        if value_replaces_last_block:
+            hidden_states = self.encoder.layers[-1].forward_value_path(hidden_states)
+        tokens = self.post_layernorm(hidden_states)[:, self.embeddings.num_prefix_tokens :]
+        if method == "value" and self.head is not None:
+            tokens = self.head.value_path(tokens)
         grid_h = pixel_values.shape[-2] // self.config.patch_size
         grid_w = pixel_values.shape[-1] // self.config.patch_size
-        return self.projection(tokens).unflatten(1, (grid_h, grid_w))
+        features = self.projection(tokens).unflatten(1, (grid_h, grid_w))
+        return (features, tuple(all_hidden_states)) if output_hidden_states else features
 
 
 class SilcTextModel(SilcPreTrainedModel):

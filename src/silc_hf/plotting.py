@@ -35,30 +35,33 @@ def series(log_history: list[dict], name: str) -> tuple[list[int], list[float]]:
     return [p[0] for p in points], [p[1] for p in points]
 
 
-def plot_training(log_history: list[dict], path: str, title: str = "") -> None:
-    """Three panels against the optimizer step: the losses, the teacher diagnostics (see
-    `silc_hf.losses.teacher_diagnostics`) and the zero-shot metrics of the evaluators."""
+PRETRAINING_PANELS = (
+    (LOSSES, "loss", "losses", None),
+    (DIAGNOSTICS, "fraction / cosine", "teacher diagnostics", (0, 1.05)),
+    (EVALUATIONS, "metric", "evaluation during training (validation split)", (0, 1.0)),
+)
+
+
+def plot_training(log_history: list[dict], path: str, title: str = "", panels=PRETRAINING_PANELS) -> None:
+    """Panels of logged quantities against the optimizer step, each `(names, ylabel, title, ylim)`; by default
+    the losses, the teacher diagnostics (see `silc_hf.losses.teacher_diagnostics`) and the zero-shot metrics of
+    the evaluators. Evaluations (names starting with `eval_`) are drawn with markers."""
     plt = _pyplot()
-    figure, axes = plt.subplots(1, 3, figsize=(16, 4.2))
-    for axis, names, ylabel in (
-        (axes[0], LOSSES, "loss"),
-        (axes[1], DIAGNOSTICS, "fraction / cosine"),
-        (axes[2], EVALUATIONS, "metric"),
-    ):
+    figure, axes = plt.subplots(1, len(panels), figsize=(16 * len(panels) / 3, 4.2), squeeze=False)
+    for axis, (names, ylabel, panel_title, ylim) in zip(axes[0], panels):
         for name, label in names.items():
             steps, values = series(log_history, name)
             if steps:
-                axis.plot(steps, values, marker="o" if axis is axes[2] else None, markersize=3, label=label)
+                marker = "o" if name.startswith("eval_") else None
+                axis.plot(steps, values, marker=marker, markersize=3, label=label)
         axis.set_xlabel("optimizer step")
         axis.set_ylabel(ylabel)
+        axis.set_title(panel_title)
         axis.grid(alpha=0.3)
+        if ylim:
+            axis.set_ylim(*ylim)
         if axis.lines:
             axis.legend(fontsize=8)
-    axes[1].set_ylim(0, 1.05)
-    axes[2].set_ylim(0, 1.0)
-    axes[0].set_title("losses")
-    axes[1].set_title("teacher diagnostics")
-    axes[2].set_title("evaluation during training (validation split)")
     if title:
         figure.suptitle(title)
     figure.tight_layout()

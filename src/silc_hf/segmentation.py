@@ -67,19 +67,27 @@ def warn_if_truncated(tokenizer, prompts: list[str], labels: list[str], max_leng
         )
 
 
-@torch.no_grad()
-def encode_class_names(model, tokenizer, class_names: list[str], templates=DEFAULT_TEMPLATES) -> torch.Tensor:
-    """One L2-normalised embedding per class: the mean of its prompts' normalised embeddings, renormalised
-    (CLIP's prompt ensembling); prompts longer than the text tower are truncated, with a warning naming the
-    class. Returns `(num_classes, embed_dim)`."""
+def tokenize_class_prompts(tokenizer, text_config, class_names: list[str], templates=DEFAULT_TEMPLATES) -> dict:
+    """`input_ids` and `attention_mask` of every class name in every template, class-major
+    `(num_classes * num_templates, seq)`, padded as the text tower was trained; prompts longer than the tower
+    are truncated, with a warning naming the class."""
     class_names, templates = check_labels_and_templates(class_names, templates)
-    text_config = model.config.text_config
     max_length = text_config.max_position_embeddings
     padding = "max_length" if text_config.fixed_length_padding else True
     prompts = [template.format(name) for name in class_names for template in templates]
     warn_if_truncated(tokenizer, prompts, [name for name in class_names for _ in templates], max_length)
     tokens = tokenizer(prompts, padding=padding, truncation=True, max_length=max_length, return_tensors="pt")
-    tokens = {key: value.to(model.device) for key, value in tokens.items() if key in ("input_ids", "attention_mask")}
+    return {key: value for key, value in tokens.items() if key in ("input_ids", "attention_mask")}
+
+
+@torch.no_grad()
+def encode_class_names(model, tokenizer, class_names: list[str], templates=DEFAULT_TEMPLATES) -> torch.Tensor:
+    """One L2-normalised embedding per class: the mean of its prompts' normalised embeddings, renormalised
+    (CLIP's prompt ensembling); prompts longer than the text tower are truncated, with a warning naming the
+    class. Returns `(num_classes, embed_dim)`."""
+    templates = check_labels_and_templates(class_names, templates)[1]
+    tokens = tokenize_class_prompts(tokenizer, model.config.text_config, class_names, templates)
+    tokens = {key: value.to(model.device) for key, value in tokens.items()}
     embeds = F.normalize(model.get_text_features(**tokens).text_embeds.float(), dim=-1)
     embeds = embeds.view(len(class_names), len(templates), -1).mean(dim=1)
     return F.normalize(embeds, dim=-1)
@@ -140,6 +148,23 @@ def segment_pixels(
     return total / count
 
 
+@torch.no_grad()
+def open_vocabulary_logits(model, tokenizer, resized: torch.Tensor, class_names: list[str], size) -> torch.Tensor:
+    """Class logits `(C, H, W)` of a [`SilcForOpenVocabularySegmentation`] for one image at the model's input
+    size `(1, 3, S, S)`, upsampled bilinearly to `size = (H, W)`; the prompts are the model's own templates."""
+    tokens = tokenize_class_prompts(
+        tokenizer, model.config.silc_config.text_config, class_names, model.config.prompt_templates
+    )
+    tokens = {key: value.to(model.device) for key, value in tokens.items()}
+    logits = model(pixel_values=resized.to(model.device, model.dtype), **tokens).logits.float()
+    return F.interpolate(logits, size=tuple(size), mode="bilinear", align_corners=False)[0].cpu()
+
+
+def is_open_vocabulary_segmenter(model) -> bool:
+    """A trained segmenter (its own decoder and templates) rather than an image-text model used zero-shot."""
+    return hasattr(model, "get_class_embeddings")
+
+
 def logits_to_result(
     logits: torch.Tensor, class_names: list[str], loss_type: str, background_threshold: float | None
 ) -> SegmentationResult:
@@ -195,12 +220,14 @@ def result_to_pipeline_output(result: SegmentationResult, background_label: str 
 
 
 class SilcZeroShotImageSegmentationPipeline(Pipeline):
-    """`pipeline("zero-shot-image-segmentation", model=...)` for SILC models.
+    """`pipeline("zero-shot-image-segmentation", model=...)` for SILC models: a `SilcModel` segments
+    training-free from its dense features, a `SilcForOpenVocabularySegmentation` with its trained decoder.
 
     Call with an image (path, URL or PIL image) and `candidate_labels`; options: `hypothesis_template` (one
-    template or a list, for prompt ensembling), `method` ("value" or "plain" dense features),
-    `background_threshold`, `sliding_window` (default True), `return_label_map` (also return the per-pixel
-    class indices as a tensor under "label_map").
+    template or a list, for prompt ensembling; a trained segmenter uses the templates it was trained with),
+    `method` ("value" or "plain" dense features) and `sliding_window` (default True) for a `SilcModel`,
+    `background_threshold`, `return_label_map` (also return the per-pixel class indices as a tensor under
+    "label_map").
     """
 
     _load_processor = False
@@ -240,6 +267,11 @@ class SilcZeroShotImageSegmentationPipeline(Pipeline):
 
     def __call__(self, image, candidate_labels=None, **kwargs):
         candidate_labels, _ = check_labels_and_templates(candidate_labels, kwargs.get("hypothesis_template", "{}"))
+        if is_open_vocabulary_segmenter(self.model) and "hypothesis_template" in kwargs:
+            raise ValueError(
+                "This segmenter was trained with the prompts in its config.prompt_templates "
+                f"({self.model.config.prompt_templates}); drop hypothesis_template."
+            )
         return super().__call__(image, candidate_labels=candidate_labels, **kwargs)
 
     def preprocess(self, image, candidate_labels=None, templates=DEFAULT_TEMPLATES, timeout=None):
@@ -255,14 +287,17 @@ class SilcZeroShotImageSegmentationPipeline(Pipeline):
         }
 
     def _forward(self, inputs, method="value", sliding_window=True):
-        text_embeds = encode_class_names(self.model, self.tokenizer, inputs["candidate_labels"], inputs["templates"])
-        logits = segment_pixels(self.model, inputs["resized"], inputs["full"], text_embeds, method, sliding_window)
-        return {"logits": logits, "candidate_labels": inputs["candidate_labels"]}
+        labels = inputs["candidate_labels"]
+        if is_open_vocabulary_segmenter(self.model):
+            logits = open_vocabulary_logits(self.model, self.tokenizer, inputs["resized"], labels, inputs["full"].shape[-2:])
+        else:
+            text_embeds = encode_class_names(self.model, self.tokenizer, labels, inputs["templates"])
+            logits = segment_pixels(self.model, inputs["resized"], inputs["full"], text_embeds, method, sliding_window)
+        return {"logits": logits, "candidate_labels": labels}
 
     def postprocess(self, outputs, background_threshold=None, return_label_map=False):
-        result = logits_to_result(
-            outputs["logits"], outputs["candidate_labels"], self.model.config.loss_type, background_threshold
-        )
+        loss_type = getattr(self.model.config, "loss_type", "softmax")  # a trained segmenter: cross-entropy
+        result = logits_to_result(outputs["logits"], outputs["candidate_labels"], loss_type, background_threshold)
         segments = result_to_pipeline_output(result)
         if return_label_map:
             return {"segments": segments, "label_map": result.labels}
@@ -274,7 +309,9 @@ __all__ = [
     "SegmentationResult",
     "SilcZeroShotImageSegmentationPipeline",
     "encode_class_names",
+    "open_vocabulary_logits",
     "result_to_pipeline_output",
     "segment_pixels",
+    "tokenize_class_prompts",
     "zero_shot_segmentation",
 ]
