@@ -47,11 +47,17 @@ class OpenVocabSegArguments:
     eval_data: str | None = field(default=None, metadata={"help": "evaluation split (same layout)"})
     class_names: list[str] | None = field(default=None, metadata={"help": "class names in mask-id order"})
     mask_offset: int = field(default=0, metadata={"help": "mask value of the first class (1 for ADE20K's scene_parse_150)"})
+    mask_ids: list[int] | None = field(
+        default=None, metadata={"help": "mask value of each class, for ids with gaps (COCO-Stuff); overrides --mask_offset"}
+    )
     unseen_classes: list[str] = field(default_factory=list, metadata={"help": "classes hidden from training, evaluated apart"})
     image_column: str = "image"
     mask_column: str = "mask"
     trainable_backbone: str = field(
         default="attention", metadata={"help": "tower weights that train: none, attention (query/value projections, as CAT-Seg) or all"}
+    )
+    backbone_learning_rate_scale: float = field(
+        default=1.0, metadata={"help": "learning rate of the tower weights that train, relative to --learning_rate (CAT-Seg: 0.01)"}
     )
     min_scale: float = field(default=0.5, metadata={"help": "smallest side of a training crop, as a fraction of the image side"})
     prompt_templates: list[str] | None = field(
@@ -74,6 +80,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[OpenVocabSegArguments, Tr
     for name in ("model", "train_data", "class_names"):
         if not getattr(args, name):
             raise ValueError(f"--{name} is required (on the command line or in --config).")
+    if args.mask_ids is not None and len(args.mask_ids) != len(args.class_names):
+        raise ValueError(f"--mask_ids has {len(args.mask_ids)} values for {len(args.class_names)} --class_names; give one per class.")
     unknown = sorted(set(args.unseen_classes) - set(args.class_names))
     if unknown:
         raise ValueError(f"--unseen_classes {unknown} are not in --class_names {args.class_names}.")
@@ -89,20 +97,19 @@ def main(argv: list[str] | None = None) -> dict:
     train = load_image_text_dataset(args.train_data)
     evaluation = load_image_text_dataset(args.eval_data) if args.eval_data else None
     names, unseen = list(args.class_names), list(args.unseen_classes)
+    mask_ids = dict(zip(names, args.mask_ids or [i + args.mask_offset for i in range(len(names))]))
     seen = [name for name in names if name not in unseen]
     columns = dict(image_column=args.image_column, mask_column=args.mask_column)
     train_collator = SilcSegmentationCollator(
-        processor, model.config, seen, [names.index(n) + args.mask_offset for n in seen],
+        processor, model.config, seen, [mask_ids[n] for n in seen],
         train=True, min_scale=args.min_scale, seed=training_args.seed, **columns,
     )
-    eval_collator = SilcSegmentationCollator(
-        processor, model.config, names, [i + args.mask_offset for i in range(len(names))], **columns
-    )
+    eval_collator = SilcSegmentationCollator(processor, model.config, names, list(mask_ids.values()), **columns)
     results = {"model": args.model, "class_names": names, "unseen_classes": unseen}
     if evaluation is not None:  # the baseline: the same towers, training-free, on the same classes and pixels
         zero_shot = evaluate_segmentation(
             model.silc.eval(), processor, evaluation, names, templates=model.config.prompt_templates,
-            mask_offset=args.mask_offset, **columns,
+            mask_ids=list(mask_ids.values()), **columns,
         )
         results["zero_shot"] = summarize_iou(zero_shot, names, set(unseen))
         print("zero-shot " + " ".join(f"{k}={v:.4f}" for k, v in results["zero_shot"].items() if k.startswith("mIoU")))
@@ -114,6 +121,7 @@ def main(argv: list[str] | None = None) -> dict:
         eval_dataset=evaluation,
         data_collator=train_collator,
         eval_data_collator=eval_collator,
+        backbone_learning_rate_scale=args.backbone_learning_rate_scale,
         compute_metrics=SegmentationMetrics(names, unseen, model.config.ignore_index),
         preprocess_logits_for_metrics=SegmentationMetrics.predict,
         processing_class=processor,

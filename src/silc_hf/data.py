@@ -83,7 +83,7 @@ def expand_braces(pattern: str) -> list[str]:
 
 
 def load_image_text_dataset(data: str, split: str = "train", streaming: bool = False):
-    """Load a directory (`imagefolder`, or a folder of `.tar` shards), shard patterns (webdataset), a Hub id,
+    """Load a directory (`imagefolder`, a folder of `.tar` shards or of `.parquet` files), shard patterns (webdataset), a Hub id,
     or `synthetic[:SPLIT[:N]]`: N generated captioned scenes (`silc_hf.synthetic`, default train:2000)."""
     if data == "synthetic" or data.startswith("synthetic:"):
         from .synthetic import as_dataset
@@ -97,6 +97,9 @@ def load_image_text_dataset(data: str, split: str = "train", streaming: bool = F
         shards = sorted(glob.glob(os.path.join(data, "*.tar")))
         if shards:
             return datasets.load_dataset("webdataset", data_files={split: shards}, split=split, streaming=streaming)
+        parquet = sorted(glob.glob(os.path.join(data, "*.parquet")))
+        if parquet:  # a Hub dataset's parquet files, downloaded (or `Dataset.to_parquet`)
+            return datasets.load_dataset("parquet", data_files={split: parquet}, split=split, streaming=streaming)
         return datasets.load_dataset("imagefolder", data_dir=data, split=split, streaming=streaming)
     if data.endswith(".tar") or "{" in data or "*" in data:
         shards = sorted(f for pattern in expand_braces(data) for f in (glob.glob(pattern) or [pattern]))

@@ -215,9 +215,15 @@ def evaluate_segmentation(
     mask_offset: int = 0,
     background_threshold: float | None = None,
     sliding_window: bool = True,
+    mask_ids: list[int] | None = None,
 ) -> dict:
     """mIoU and pixel accuracy of zero-shot segmentation. Mask value `v` is class `v - mask_offset`
-    (e.g. `mask_offset=1` when 0 marks background and `ignore_index=0` drops it)."""
+    (e.g. `mask_offset=1` when 0 marks background and `ignore_index=0` drops it), or, with `mask_ids`, class `i`
+    has mask value `mask_ids[i]` and every other value is ignored."""
+    lookup = None
+    if mask_ids is not None:
+        lookup = torch.full((max(mask_ids) + 2,), -1, dtype=torch.long)  # last entry: any larger value
+        lookup[torch.tensor(mask_ids)] = torch.arange(len(mask_ids))
     text_embeds = encode_class_names(model, processor.tokenizer, class_names, templates)
     size = model.config.vision_config.image_size
     confusion = torch.zeros(len(class_names), len(class_names) + 1, dtype=torch.long)
@@ -229,6 +235,8 @@ def evaluate_segmentation(
         mask = torch.from_numpy(np.asarray(example[mask_column]).astype(np.int64))
         ignore = mask == ignore_index if ignore_index is not None else torch.zeros_like(mask, dtype=torch.bool)
         target = torch.where(ignore, torch.full_like(mask, -1), mask - mask_offset)
+        if lookup is not None:
+            target = torch.where(ignore, -1, lookup[mask.clamp(max=len(lookup) - 1)])
         confusion += confusion_matrix(result.labels, target, len(class_names))
     return segmentation_metrics(confusion)
 

@@ -14,6 +14,7 @@ of a concatenation), so it is computed once per image or per class and broadcast
 """
 
 import math
+import re
 
 import torch
 import torch.nn.functional as F
@@ -140,9 +141,7 @@ class SilcForOpenVocabularySegmentation(SilcPreTrainedModel):
         self.classifier = nn.Conv2d(channels[-1], 1, kernel_size=3, padding=1)
         self._class_embedding_cache: list[tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]] = []
         self.post_init()
-        # the logit scale and bias belong to the image-text loss, which this model does not compute
-        self.silc.logit_scale.requires_grad_(False)
-        self.silc.logit_bias.requires_grad_(False)
+        self.set_trainable_backbone("all")
 
     def _init_weights(self, module):
         """The towers as `SilcModel`; the decoder's convolutions and linears with PyTorch's default
@@ -172,22 +171,33 @@ class SilcForOpenVocabularySegmentation(SilcPreTrainedModel):
 
     def set_trainable_backbone(self, parts: str) -> None:
         """Which tower weights train (the decoder always does): `"none"`, `"attention"` (the query and value
-        projections of every block of both towers, as CAT-Seg fine-tunes them; the last image block's query is
-        left out when the value path replaces that block's attention) or `"all"` (everything but the logit scale
-        and bias, which this model does not use)."""
+        projections of every block of both towers, as CAT-Seg fine-tunes them) or `"all"`. Weights the dense
+        path never uses stay frozen in every case (so that none waits for a gradient, as DDP requires): the logit
+        scale and bias, and what the value path bypasses (the MAP probe and its query/key, or the last image
+        block's query/key when that block is replaced)."""
         if parts not in TRAINABLE_BACKBONE:
             raise ValueError(f"trainable_backbone={parts!r} is not supported; use one of {list(TRAINABLE_BACKBONE)}.")
+        attention = re.compile(r"^(text|vision)_model\.encoder\.layers\.\d+\.self_attn\.(q|v)_proj\.")
+        unused = self._unused_tower_parameters()
         for name, parameter in self.silc.named_parameters():
-            parameter.requires_grad_(parts == "all" and not name.startswith("logit_"))
-        if parts != "attention":
-            return
+            wanted = parts == "all" or (parts == "attention" and attention.match(name) is not None)
+            parameter.requires_grad_(wanted and name not in unused)
+
+    def _unused_tower_parameters(self) -> set[str]:
+        """Names (in `self.silc`) of the weights that the cost volume and the guidance never read."""
         vision = self.config.silc_config.vision_config
-        unused_query = self.config.dense_method == "value" and vision.pooling_type != "map"
-        for tower in (self.silc.text_model, self.silc.vision_model):
-            for index, block in enumerate(tower.encoder.layers):
-                block.self_attn.v_proj.requires_grad_(True)
-                last_image_block = tower is self.silc.vision_model and index == len(tower.encoder.layers) - 1
-                block.self_attn.q_proj.requires_grad_(not (unused_query and last_image_block))
+        if self.config.dense_method == "plain" and vision.pooling_type == "map":
+            bypassed = ("vision_model.head.",)
+        elif self.config.dense_method == "plain":
+            bypassed = ()
+        elif vision.pooling_type == "map":
+            bypassed = ("vision_model.head.probe", "vision_model.head.attention.q_proj.", "vision_model.head.attention.k_proj.")
+        else:
+            last = f"vision_model.encoder.layers.{vision.num_hidden_layers - 1}.self_attn."
+            bypassed = (last + "q_proj.", last + "k_proj.")
+        return {
+            name for name, _ in self.silc.named_parameters() if name.startswith(("logit_", *bypassed))
+        }
 
     def train(self, mode: bool = True):
         self._class_embedding_cache = []

@@ -90,24 +90,31 @@ def plot_metric_vs_step(runs: dict[str, list[list[dict]]], metric: str, path: st
     plt.close(figure)
 
 
-def plot_segmentation_gallery(rows: list[tuple], class_names: list[str], colors: np.ndarray, path: str) -> None:
-    """`rows` of (image, ground-truth mask, predicted mask), masks holding 0 for background and k for class k-1;
-    `colors[k]` is the RGB colour of mask value k. The legend names every colour."""
+def plot_segmentation_gallery(
+    rows: list[tuple],
+    class_names: list[str],
+    colors: np.ndarray,
+    path: str,
+    titles=("image", "ground truth", "zero-shot"),
+    background_label: str = "background (not scored)",
+) -> None:
+    """`rows` of (image, ground-truth mask, predicted masks...), one column per entry of `titles`; masks hold 0 for
+    background and k for class k-1, `colors[k]` is the RGB colour of mask value k. The legend names every colour."""
     plt = _pyplot()
     from matplotlib.patches import Patch
 
-    figure, axes = plt.subplots(len(rows), 3, figsize=(6.6, 2.2 * len(rows) + 0.6), squeeze=False)
-    for row, (image, truth, predicted) in enumerate(rows):
-        for column, (panel, title) in enumerate(
-            ((np.asarray(image), "image"), (colors[truth], "ground truth"), (colors[predicted], "zero-shot"))
-        ):
+    columns = len(titles)
+    figure, axes = plt.subplots(len(rows), columns, figsize=(2.2 * columns, 2.2 * len(rows) + 0.6), squeeze=False)
+    for row, (image, *masks) in enumerate(rows):
+        panels = [np.asarray(image)] + [colors[mask] for mask in masks]
+        for column, (panel, title) in enumerate(zip(panels, titles)):
             axis = axes[row][column]
             axis.imshow(panel, interpolation="nearest")
             axis.set_xticks([])
             axis.set_yticks([])
             if row == 0:
-                axis.set_title(title)
-    legend = [Patch(color=colors[0] / 255, label="background (not scored)")]
+                axis.set_title(title, fontsize=9)
+    legend = [Patch(color=colors[0] / 255, label=background_label)]
     legend += [Patch(color=colors[k + 1] / 255, label=name) for k, name in enumerate(class_names)]
     figure.legend(handles=legend, loc="lower center", ncol=3, fontsize=9, frameon=False)
     figure.tight_layout(rect=(0, 0.12 if len(rows) < 4 else 0.07, 1, 1))

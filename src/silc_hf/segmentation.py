@@ -278,7 +278,9 @@ class SilcZeroShotImageSegmentationPipeline(Pipeline):
         from transformers.image_utils import load_image
 
         image = load_image(image, timeout=timeout)
-        resized, full = segmentation_inputs(self.image_processor, image, self.model.config.vision_config.image_size)
+        config = self.model.config
+        vision_config = config.silc_config.vision_config if is_open_vocabulary_segmenter(self.model) else config.vision_config
+        resized, full = segmentation_inputs(self.image_processor, image, vision_config.image_size)
         return {
             "resized": resized,
             "full": full,

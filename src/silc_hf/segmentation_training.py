@@ -128,11 +128,30 @@ class SegmentationMetrics:
 
 class SilcSegmentationTrainer(Trainer):
     """`Trainer` with a second collator for evaluation (`eval_data_collator`): training batches carry the seen
-    classes' prompts and augmentation, evaluation batches every class and the whole image."""
+    classes' prompts and augmentation, evaluation batches every class and the whole image. The towers' weights
+    that train get `backbone_learning_rate_scale` times the learning rate (CAT-Seg: 0.01)."""
 
-    def __init__(self, *args, eval_data_collator=None, **kwargs):
+    def __init__(self, *args, eval_data_collator=None, backbone_learning_rate_scale: float = 1.0, **kwargs):
         super().__init__(*args, **kwargs)
         self.eval_data_collator = eval_data_collator or self.data_collator
+        self.backbone_learning_rate_scale = backbone_learning_rate_scale
+
+    def create_optimizer(self, model=None):
+        """The `Trainer`'s optimizer, its groups split into tower and decoder weights before the learning-rate
+        schedule reads their base rates."""
+        optimizer = super().create_optimizer(model)
+        if self.backbone_learning_rate_scale == 1.0:
+            return optimizer
+        tower = {id(p) for p in self.model.silc.parameters()}
+        groups = []
+        for group in optimizer.param_groups:
+            for in_tower in (True, False):
+                params = [p for p in group["params"] if (id(p) in tower) == in_tower]
+                if params:
+                    scale = self.backbone_learning_rate_scale if in_tower else 1.0
+                    groups.append({**group, "params": params, "lr": group["lr"] * scale})
+        optimizer.param_groups = groups
+        return optimizer
 
     def _with_eval_collator(self, make_dataloader, dataset):
         train_collator, self.data_collator = self.data_collator, self.eval_data_collator
