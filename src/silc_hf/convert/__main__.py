@@ -2,6 +2,7 @@
 
 python -m silc_hf.convert hf-clip openai/clip-vit-base-patch16 ./silc-from-clip
 python -m silc_hf.convert hf-siglip google/siglip-base-patch16-224 ./silc-from-siglip
+python -m silc_hf.convert open-clip open_clip_pytorch_model.bin ViT-B-16.json ./silc-from-open-clip --tokenizer openai/clip-vit-base-patch16
 python -m silc_hf.convert big-vision silc_b16.npz ./silc-b16 --tokenizer path/to/spiece.model [--push-to-hub org/silc-b16]
 """
 
@@ -16,6 +17,11 @@ from ..model_card import write_model_card
 from ..processing_silc import SilcProcessor
 from .big_vision import from_big_vision
 from .hf import from_hf_clip, from_hf_siglip, silc_processor_from
+from .open_clip import from_open_clip
+
+# open_clip's default normalisation (OPENAI_DATASET_MEAN / STD), used unless the model config names its own
+OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
 def push_folder(output_dir: str, repo_id: str, message: str) -> None:
@@ -43,6 +49,44 @@ def convert_hf(kind: str, source: str, output_dir: str, push_to_hub: str | None 
     )
     if push_to_hub:
         push_folder(output_dir, push_to_hub, f"Add SILC model converted from {source}")
+    print(f"Wrote a SILC folder to {output_dir}" + (f" and pushed it to {push_to_hub}" if push_to_hub else ""))
+
+
+def convert_open_clip(
+    checkpoint: str, model_config: str, output_dir: str, tokenizer: str | None = None, push_to_hub: str | None = None
+) -> None:
+    """Convert an open_clip ViT CLIP checkpoint and its model config JSON into a SILC folder: model, CLIP-style
+    image processor (shortest side to the input size, bicubic, center crop, the config's mean/std or OpenAI's),
+    the tokenizer when one is named (open_clip's is CLIP's BPE) and a model card; optionally push it."""
+    import json
+
+    model, report = from_open_clip(checkpoint, model_config, return_report=True)
+    print(report)
+    with open(model_config) as file:
+        vision_cfg = json.load(file).get("vision_cfg", {})
+    size = model.config.vision_config.image_size
+    image_processor = SilcImageProcessor(
+        size={"shortest_edge": size},
+        crop_size={"height": size, "width": size},
+        do_center_crop=True,
+        image_mean=list(vision_cfg.get("image_mean", OPENAI_MEAN)),
+        image_std=list(vision_cfg.get("image_std", OPENAI_STD)),
+    )
+    model.save_pretrained(output_dir)
+    if tokenizer:
+        text_tokenizer = load_tokenizer(tokenizer, model.config.text_config.max_position_embeddings)
+        SilcProcessor(image_processor, text_tokenizer).save_pretrained(output_dir)
+    else:
+        image_processor.save_pretrained(output_dir)
+        print("No --tokenizer given: the folder has no tokenizer, so text inputs and the pipelines need one passed in.")
+    write_model_card(
+        output_dir,
+        model.config,
+        provenance=f"Converted from the open_clip checkpoint `{os.path.basename(checkpoint)}` "
+        f"({os.path.basename(model_config)}) with `python -m silc_hf.convert open-clip`.",
+    )
+    if push_to_hub:
+        push_folder(output_dir, push_to_hub, "Add SILC model converted from open_clip")
     print(f"Wrote a SILC folder to {output_dir}" + (f" and pushed it to {push_to_hub}" if push_to_hub else ""))
 
 
@@ -142,6 +186,12 @@ def main(argv: list[str] | None = None) -> None:
         p.add_argument("source", help="folder or Hub id of the source model and its processor")
         p.add_argument("output_dir", help="where to write the SILC folder")
         p.add_argument("--push-to-hub", metavar="ORG/NAME", help="upload the folder to this Hub repository")
+    p = sub.add_parser("open-clip", help="convert an open_clip ViT CLIP checkpoint with its model config JSON")
+    p.add_argument("checkpoint", help="the .bin / .pt / .safetensors state dict (a training checkpoint works too)")
+    p.add_argument("model_config", help="open_clip's model config JSON (e.g. open_clip/model_configs/ViT-B-16.json)")
+    p.add_argument("output_dir", help="where to write the SILC folder")
+    p.add_argument("--tokenizer", help="a CLIP tokenizer folder or Hub id, e.g. openai/clip-vit-base-patch16")
+    p.add_argument("--push-to-hub", metavar="ORG/NAME", help="upload the folder to this Hub repository")
     p = sub.add_parser("big-vision", help="convert a big_vision two-tower .npz checkpoint (SigLIP / SILC)")
     p.add_argument("checkpoint", help="the .npz file")
     p.add_argument("output_dir", help="where to write the SILC folder")
@@ -174,6 +224,8 @@ def main(argv: list[str] | None = None) -> None:
             args.results,
             args.push_to_hub,
         )
+    elif args.kind == "open-clip":
+        convert_open_clip(args.checkpoint, args.model_config, args.output_dir, args.tokenizer, args.push_to_hub)
     else:
         convert_hf(args.kind, args.source, args.output_dir, args.push_to_hub)
 
