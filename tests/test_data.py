@@ -258,3 +258,30 @@ def test_reduced_jpeg_decoding_gives_the_full_resolution_crops_within_35_db():
     assert reduced_somewhere
     opened = preparer.open({"image": {"bytes": data, "path": None}})
     assert SamplePreparer.decode(opened, reduction=5.0).size == (512, 384)  # 1/4: the largest power of 2 <= 5
+
+
+def test_a_missing_local_path_fails_at_once_without_asking_the_hub(tmp_path, monkeypatch):
+    from silc_hf.data import load_image_text_dataset
+
+    with pytest.raises(FileNotFoundError, match=r"does not exist; pass an imagefolder directory"):
+        load_image_text_dataset(str(tmp_path / "missing"))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "outputs").mkdir()
+    with pytest.raises(FileNotFoundError, match=r"'outputs/demo' does not exist"):
+        load_image_text_dataset("outputs/demo")  # a typo under an existing folder, not a Hub id
+
+
+def test_scripts_print_user_errors_without_a_traceback(capsys, monkeypatch):
+    from silc_hf.cli import run_script
+
+    def main():
+        raise ValueError("--train_data is required (on the command line or in --config).")
+
+    monkeypatch.delenv("SILC_DEBUG", raising=False)
+    with pytest.raises(SystemExit) as exit_info:
+        run_script(main)
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.startswith("error: --train_data is required")
+    monkeypatch.setenv("SILC_DEBUG", "1")
+    with pytest.raises(ValueError, match="--train_data is required"):
+        run_script(main)

@@ -15,7 +15,7 @@ import torch
 from transformers import AutoModel, AutoProcessor
 
 import silc_hf  # noqa: F401  (registers "silc" with the Auto classes)
-from silc_hf.cli import ArgumentParser
+from silc_hf.cli import ArgumentParser, run_script
 from silc_hf.data import load_image_text_dataset
 from silc_hf.evaluation import TASKS, evaluate
 from silc_hf.segmentation import DEFAULT_TEMPLATES
@@ -84,4 +84,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -20,7 +20,7 @@ import torch
 from transformers import AutoImageProcessor, AutoProcessor, HfArgumentParser, Trainer, TrainingArguments
 
 from silc_hf import SilcForImageClassification, SilcModel
-from silc_hf.cli import apply_config_defaults, read_config_file
+from silc_hf.cli import apply_config_defaults, read_config_file, run_script
 from silc_hf.data import load_image_text_dataset, to_rgb
 from silc_hf.evaluation import evaluate_zero_shot_classification
 
@@ -117,4 +117,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

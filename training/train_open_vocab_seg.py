@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from transformers import AutoProcessor, HfArgumentParser, TrainingArguments
 
 from silc_hf import SilcForOpenVocabularySegmentation
-from silc_hf.cli import apply_config_defaults, read_config_file
+from silc_hf.cli import apply_config_defaults, read_config_file, run_script
 from silc_hf.data import load_image_text_dataset
 from silc_hf.evaluation import evaluate_segmentation
 from silc_hf.plotting import plot_training
@@ -151,4 +151,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

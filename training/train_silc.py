@@ -17,7 +17,7 @@ import dataclasses
 import torch
 from transformers import HfArgumentParser, TrainingArguments
 
-from silc_hf.cli import apply_config_defaults, read_config_file
+from silc_hf.cli import apply_config_defaults, read_config_file, run_script
 from silc_hf.data import SilcDataArguments
 from silc_hf.factory import SilcModelArguments, run_training
 from silc_hf.trainer import SilcTrainer, SilcTrainingArguments
@@ -87,4 +87,4 @@ def main(argv: list[str] | None = None) -> SilcTrainer:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

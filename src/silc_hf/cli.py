@@ -1,6 +1,8 @@
 """Command-line plumbing shared by the package's scripts."""
 
 import argparse
+import os
+import sys
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -37,3 +39,16 @@ def apply_config_defaults(parser: argparse.ArgumentParser, path: str, values: di
     if unknown:
         raise ValueError(f"{path} has unknown keys {unknown}; see `python {script} --help`.")
     parser.set_defaults(**values)
+
+
+def run_script(main) -> None:
+    """Run a script's `main()`. A user error (a missing path, a bad value: `FileNotFoundError`, `ValueError`)
+    prints its message on one line and exits with status 2, as argparse does, instead of a traceback;
+    `SILC_DEBUG=1` shows the traceback."""
+    try:
+        main()
+    except (FileNotFoundError, ValueError) as error:
+        if os.environ.get("SILC_DEBUG"):
+            raise
+        sys.stderr.write(f"error: {error}\n(SILC_DEBUG=1 shows the traceback)\n")
+        raise SystemExit(2) from None

@@ -107,7 +107,23 @@ def load_image_text_dataset(data: str, split: str = "train", streaming: bool = F
         if missing:
             raise FileNotFoundError(f"{len(missing)} webdataset shards do not exist, e.g. {missing[:3]}")
         return datasets.load_dataset("webdataset", data_files={split: shards}, split=split, streaming=streaming)
+    if looks_like_a_local_path(data):
+        raise FileNotFoundError(
+            f"{data!r} does not exist; pass an imagefolder directory (with metadata.jsonl), a folder of .tar shards or "
+            ".parquet files, a shard pattern, a Hub dataset id, or synthetic:SPLIT:N."
+        )
     return datasets.load_dataset(data, split=split, streaming=streaming)
+
+
+def looks_like_a_local_path(data: str) -> bool:
+    """A missing path rather than a Hub id: absolute, explicitly relative, home-relative, or under a folder that
+    exists here (`outputs/demo/dat` is a typo, not a Hub repository; asking the Hub would retry for ~30 s)."""
+    if "://" in data:
+        return False
+    if data.startswith(("/", "./", "../", "~")) or data.count("/") > 1:
+        return True
+    first = data.split("/")[0]
+    return "/" in data and os.path.isdir(first)
 
 
 def undecoded(dataset, image_column: str):
