@@ -24,7 +24,7 @@ from transformers.modeling_outputs import SemanticSegmenterOutput
 from transformers.utils import can_return_tuple
 
 from .configuration_silc import SilcConfig, SilcOpenVocabularySegmentationConfig
-from .modeling_silc import SilcAttention, SilcModel, SilcPreTrainedModel
+from .modeling_silc import SilcModel, SilcPreTrainedModel
 
 TRAINABLE_BACKBONE = ("none", "attention", "all")
 
