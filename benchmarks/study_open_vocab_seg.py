@@ -6,7 +6,7 @@ next to training-free zero-shot segmentation with the same backbone and the same
     python benchmarks/study_open_vocab_seg.py --study-dir outputs/study --seeds 0 1 2
 
 Each run is `training/train_open_vocab_seg.py --config training/configs/open_vocab_seg_scenes.json` on one
-backbone; `--set name=value` overrides a field of that config for every run. Classes: background + the five
+backbone; `--set name=value` (`name=a,b` for a list) overrides a field of that config for every run. Classes: background + the five
 objects; `--unseen` (default flower, fish) are ignored in training and scored apart. Prints a Markdown table
 (mean ± std over seeds), writes every run's numbers as JSON and a picture of test images (ground truth, zero-shot,
 trained segmenter) for the first SILC seed.
@@ -103,10 +103,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--backbones", nargs="+", default=["clip", "silc"])
     parser.add_argument("--unseen", nargs="+", default=["flower", "fish"])
-    parser.add_argument("--set", action="append", default=[], help="name=value: a config field for every run")
+    parser.add_argument("--set", action="append", default=[], help="name=value (name=a,b for a list): a config field for every run")
     parser.add_argument("--results", default="benchmarks/results/study_open_vocab_seg.json")
     args = parser.parse_args(argv)
-    overrides = [item for setting in args.set for item in (f"--{setting.partition('=')[0]}", setting.partition("=")[2])]
+    overrides = []
+    for setting in args.set:  # name=value, or name=a,b,c for a list
+        name, _, value = setting.partition("=")
+        overrides += [f"--{name}", *value.split(",")]
     records = []
     for backbone in args.backbones:
         for seed in args.seeds:
