@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from transformers import AutoImageProcessor, AutoProcessor, HfArgumentParser, Trainer, TrainingArguments
+from transformers import AutoImageProcessor, AutoProcessor, HfArgumentParser, Trainer, TrainingArguments, set_seed
 
 from silc_hf import SilcForImageClassification, SilcModel
 from silc_hf.cli import apply_config_defaults, read_config_file, run_script
@@ -86,6 +86,7 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"zero-shot top-1 of {args.model} on {args.eval_data}: {results['zero_shot_top1']:.4f}", flush=True)
         del silc
 
+    set_seed(training_args.seed)  # the classifier's initialisation (the Trainer seeds only after the model exists)
     model = SilcForImageClassification.from_pretrained(
         args.model, id2label=dict(enumerate(names)), label2id={name: i for i, name in enumerate(names)}
     )

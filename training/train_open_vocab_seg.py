@@ -21,7 +21,7 @@ import json
 import os
 from dataclasses import dataclass, field
 
-from transformers import AutoProcessor, HfArgumentParser, TrainingArguments
+from transformers import AutoProcessor, HfArgumentParser, TrainingArguments, set_seed
 
 from silc_hf import SilcForOpenVocabularySegmentation
 from silc_hf.cli import apply_config_defaults, read_config_file, run_script
@@ -96,6 +96,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[OpenVocabSegArguments, Tr
 
 def main(argv: list[str] | None = None) -> dict:
     args, training_args = parse_args(argv)
+    set_seed(training_args.seed)  # the decoder's initialisation (the Trainer seeds only after the model exists)
     decoder = {name: getattr(args, name) for name in DECODER_FIELDS if getattr(args, name) is not None}
     model = SilcForOpenVocabularySegmentation.from_silc_pretrained(args.model, args.trainable_backbone, **decoder)
     processor = AutoProcessor.from_pretrained(args.model)
