@@ -9,7 +9,7 @@
 Arguments: `OpenVocabSegArguments` below and every `TrainingArguments` field; `--config` reads a JSON or YAML file
 of the same names, and command-line arguments override it. Class `i` of `--class_names` has mask value
 `i + mask_offset`; other mask values are ignored. Training sees the classes not in `--unseen_classes` (pixels of
-unseen classes carry no loss) and any `--negative_class_names` (candidates no pixel has); evaluation uses every class and reports `eval_mIoU`, `eval_mIoU_seen`,
+unseen classes carry no loss); evaluation uses every class and reports `eval_mIoU`, `eval_mIoU_seen`,
 `eval_mIoU_unseen` and each class's IoU. Before training it evaluates the SILC model zero-shot (training-free, its
 dense features against the same class names) on the same split: the baseline the segmenter should beat.
 Writes the segmenter and its processor to `output_dir` (loads with `AutoModel` and the
@@ -51,11 +51,6 @@ class OpenVocabSegArguments:
         default=None, metadata={"help": "mask value of each class, for ids with gaps (COCO-Stuff); overrides --mask_offset"}
     )
     unseen_classes: list[str] = field(default_factory=list, metadata={"help": "classes hidden from training, evaluated apart"})
-    negative_class_names: list[str] = field(
-        default_factory=list,
-        metadata={"help": "extra candidate names in training that no pixel has, so that the decoder learns to score "
-                  "classes absent from an image low (few training classes are all present in most images)"},
-    )
     image_column: str = "image"
     mask_column: str = "mask"
     trainable_backbone: str = field(
@@ -106,12 +101,8 @@ def main(argv: list[str] | None = None) -> dict:
     mask_ids = dict(zip(names, args.mask_ids or [i + args.mask_offset for i in range(len(names))]))
     seen = [name for name in names if name not in unseen]
     columns = dict(image_column=args.image_column, mask_column=args.mask_column)
-    clashes = sorted(set(args.negative_class_names) & set(names))
-    if clashes:
-        raise ValueError(f"--negative_class_names {clashes} are also --class_names; negatives must be absent classes.")
-    negatives = list(args.negative_class_names)
     train_collator = SilcSegmentationCollator(
-        processor, model.config, seen + negatives, [mask_ids[n] for n in seen] + [None] * len(negatives),
+        processor, model.config, seen, [mask_ids[n] for n in seen],
         train=True, min_scale=args.min_scale, seed=training_args.seed, **columns,
     )
     eval_collator = SilcSegmentationCollator(processor, model.config, names, list(mask_ids.values()), **columns)

@@ -4,8 +4,7 @@ batches come from their own collator (all classes, no augmentation) while traini
 
 Masks hold integer class ids: class `i` of the collator's `class_names` has mask value `mask_ids[i]` (default
 `i`; ADE20K's `scene_parse_150` uses 0 for "other" and 1..150 for its classes: `mask_ids=range(1, 151)`); every
-other value, including the ids of classes hidden from training, becomes `ignore_index` and carries no loss. A
-class with mask id `None` is a candidate that no pixel has (a negative class name).
+other value, including the ids of classes hidden from training, becomes `ignore_index` and carries no loss.
 
     seen = SilcSegmentationCollator(processor, model.config, seen_names, seen_ids, train=True)
     every = SilcSegmentationCollator(processor, model.config, all_names, all_ids)
@@ -52,16 +51,12 @@ class SilcSegmentationCollator:
         self.ignore_index = config.ignore_index
         self.class_names = list(class_names)
         mask_ids = list(range(len(self.class_names)) if mask_ids is None else mask_ids)
-        labelled = [(index, value) for index, value in enumerate(mask_ids) if value is not None]
-        if len(mask_ids) != len(self.class_names) or not labelled or min(v for _, v in labelled) < 0:
+        if len(mask_ids) != len(self.class_names) or min(mask_ids) < 0:
             raise ValueError(
-                f"mask_ids={mask_ids} must give one non-negative mask value (or None: never in a mask) per class of "
-                f"{self.class_names}."
+                f"mask_ids={mask_ids} must give one non-negative mask value per class of {self.class_names}."
             )
-        # last entry: any larger id
-        self.lookup = np.full(max(v for _, v in labelled) + 2, self.ignore_index, dtype=np.int64)
-        for index, value in labelled:
-            self.lookup[value] = index
+        self.lookup = np.full(max(mask_ids) + 2, self.ignore_index, dtype=np.int64)  # last entry: any larger id
+        self.lookup[mask_ids] = np.arange(len(mask_ids))
         self.prompts = tokenize_class_prompts(
             processor.tokenizer, config.silc_config.text_config, self.class_names, config.prompt_templates
         )
