@@ -11,7 +11,7 @@ import os
 from transformers import AutoTokenizer
 from transformers.image_utils import PILImageResampling
 
-from ..cli import ArgumentParser
+from ..cli import ArgumentParser, run_script
 from ..image_processing_silc import SilcImageProcessor
 from ..model_card import write_model_card
 from ..processing_silc import SilcProcessor
@@ -231,4 +231,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)
