@@ -140,6 +140,7 @@ class SilcForOpenVocabularySegmentation(SilcPreTrainedModel):
         )
         self.classifier = nn.Conv2d(channels[-1], 1, kernel_size=3, padding=1)
         self._class_embedding_cache: list[tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]] = []
+        self._tower_modules = frozenset(self.silc.modules())  # for _init_weights: the rest is the decoder
         self.post_init()
         self.set_trainable_backbone("all")
 
@@ -147,7 +148,7 @@ class SilcForOpenVocabularySegmentation(SilcPreTrainedModel):
         """The towers as `SilcModel`; the decoder's convolutions and linears with PyTorch's default
         (Kaiming-uniform) scale rather than N(0, 0.02), which shrinks the signal through the upsampling convs."""
         super()._init_weights(module)
-        if isinstance(module, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d)) and module not in set(self.silc.modules()):
+        if isinstance(module, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d)) and module not in self._tower_modules:
             init.kaiming_uniform_(module.weight, a=math.sqrt(5))
             if module.bias is not None:
                 init.zeros_(module.bias)
