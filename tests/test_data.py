@@ -271,6 +271,42 @@ def test_a_missing_local_path_fails_at_once_without_asking_the_hub(tmp_path, mon
         load_image_text_dataset("outputs/demo")  # a typo under an existing folder, not a Hub id
 
 
+def test_a_name_neither_here_nor_on_the_hub_fails_at_once_with_what_to_do(tmp_path, monkeypatch):
+    """A Hub-like id that is not a local folder: the Hub is asked once (here a local server standing in for it);
+    "not found" and "unreachable" each give a clear error at once instead of `datasets`' ~30 s of retries."""
+    import http.server
+    import threading
+
+    import huggingface_hub
+
+    from silc_hf.data import load_image_text_dataset
+
+    class NotFound(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # what the Hub answers for a missing repository
+            self.send_response(404)
+            self.send_header("X-Error-Code", "RepoNotFound")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    server = http.server.HTTPServer(("127.0.0.1", 0), NotFound)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", f"http://127.0.0.1:{server.server_port}")
+        with pytest.raises(FileNotFoundError, match=r"'outputs/demo' is neither a local path nor a dataset on the Hub"):
+            load_image_text_dataset("outputs/demo")  # no outputs/ here: could have been a Hub id
+    finally:
+        server.shutdown()
+        server.server_close()
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", f"http://127.0.0.1:{server.server_port}")  # closed now
+    with pytest.raises(ConnectionError, match=r"'outputs/demo' is not a local path, and the Hub cannot be reached.*HF_HUB_OFFLINE=1"):
+        load_image_text_dataset("outputs/demo")
+
+
 def test_scripts_print_user_errors_without_a_traceback(capsys, monkeypatch):
     from silc_hf.cli import run_script
 

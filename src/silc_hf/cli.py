@@ -42,12 +42,12 @@ def apply_config_defaults(parser: argparse.ArgumentParser, path: str, values: di
 
 
 def run_script(main) -> None:
-    """Run a script's `main()`. A user error (a missing path, a bad value: `FileNotFoundError`, `ValueError`)
-    prints its message on one line and exits with status 2, as argparse does, instead of a traceback;
-    `SILC_DEBUG=1` shows the traceback."""
+    """Run a script's `main()`. A user error (a missing path, a bad value, an unreachable Hub: `FileNotFoundError`,
+    `ValueError`, `ConnectionError`) prints its message on one line and exits with status 2, as argparse does,
+    instead of a traceback; `SILC_DEBUG=1` shows the traceback."""
     try:
         main()
-    except (FileNotFoundError, ValueError) as error:
+    except (FileNotFoundError, ValueError, ConnectionError) as error:
         if os.environ.get("SILC_DEBUG"):
             raise
         sys.stderr.write(f"error: {error}\n(SILC_DEBUG=1 shows the traceback)\n")

@@ -112,7 +112,34 @@ def load_image_text_dataset(data: str, split: str = "train", streaming: bool = F
             f"{data!r} does not exist; pass an imagefolder directory (with metadata.jsonl), a folder of .tar shards or "
             ".parquet files, a shard pattern, a Hub dataset id, or synthetic:SPLIT:N."
         )
+    check_hub_dataset(data)
     return datasets.load_dataset(data, split=split, streaming=streaming)
+
+
+def check_hub_dataset(data: str) -> None:
+    """Ask the Hub once, with a short timeout, whether dataset `data` exists, so that a local typo or an offline
+    machine fails at once with what to do (`datasets` itself retries for ~30 s before it gives up). Skipped in
+    offline mode (`HF_HUB_OFFLINE=1`: `datasets` then reads its cache)."""
+    from huggingface_hub import HfApi, constants
+    from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
+
+    if constants.HF_HUB_OFFLINE:
+        return
+    try:
+        HfApi().dataset_info(data, timeout=10)
+    except RepositoryNotFoundError:
+        raise FileNotFoundError(
+            f"{data!r} is neither a local path nor a dataset on the Hub (a private one needs `hf auth login`); pass an "
+            "imagefolder directory, a folder of .tar shards or .parquet files, a shard pattern, or synthetic:SPLIT:N."
+        ) from None
+    except HfHubHTTPError:
+        return  # it exists but answers otherwise (gated, rate limit): `datasets` reports it in its own words
+    except Exception as error:  # no network, DNS, proxy, timeout: anything that kept the question from the Hub
+        raise ConnectionError(
+            f"{data!r} is not a local path, and the Hub cannot be reached to look for a dataset of that name "
+            f"({type(error).__name__}: {error}). If it is a local folder, check the path; if it is a Hub dataset "
+            "already in the cache, set HF_HUB_OFFLINE=1."
+        ) from None
 
 
 def looks_like_a_local_path(data: str) -> bool:
