@@ -307,6 +307,31 @@ def test_a_name_neither_here_nor_on_the_hub_fails_at_once_with_what_to_do(tmp_pa
         load_image_text_dataset("outputs/demo")
 
 
+def test_scripts_cap_torch_threads_at_a_containers_cpu_quota_unless_omp_num_threads_is_set(tmp_path, monkeypatch):
+    import torch
+
+    from silc_hf.cli import cpu_quota, set_cpu_threads
+
+    v2, v1, none = tmp_path / "v2", tmp_path / "v1", tmp_path / "none"
+    (v2).mkdir()
+    (v2 / "cpu.max").write_text("50000 100000\n")  # docker --cpus 0.5
+    (v1 / "cpu").mkdir(parents=True)
+    (v1 / "cpu" / "cpu.cfs_quota_us").write_text("250000\n")
+    (v1 / "cpu" / "cpu.cfs_period_us").write_text("100000\n")
+    (none).mkdir()
+    (none / "cpu.max").write_text("max 100000\n")
+    assert (cpu_quota(str(v2)), cpu_quota(str(v1)), cpu_quota(str(none)), cpu_quota(str(tmp_path))) == (0.5, 2.5, None, None)
+    threads = torch.get_num_threads()
+    try:
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+        assert set_cpu_threads(str(v2)) == 1  # half a CPU: one thread
+        monkeypatch.setenv("OMP_NUM_THREADS", "2")
+        torch.set_num_threads(2)
+        assert set_cpu_threads(str(v2)) == 2  # the user's choice stands
+    finally:
+        torch.set_num_threads(threads)
+
+
 def test_scripts_print_user_errors_without_a_traceback(capsys, monkeypatch):
     from silc_hf.cli import run_script
 

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from transformers import pipeline
 
-from .cli import ArgumentParser
+from .cli import ArgumentParser, set_cpu_threads
 from .data import SilcDataArguments
 from .evaluation import evaluate
 from .factory import SilcModelArguments, run_training
@@ -175,7 +175,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--validation-examples", type=int, default=DATA_SIZES["validation"])
     parser.add_argument("--test-examples", type=int, default=DATA_SIZES["test"])
     args = parser.parse_args(argv)
-    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    set_cpu_threads()
     start = time.time()
     data_dir, model_dir = os.path.join(args.output_dir, "data"), os.path.join(args.output_dir, "model")
 
