@@ -2,6 +2,7 @@
 embedded scenes, against the same network at random initialisation.
 
     python benchmarks/study_dino_only.py [--output-dir outputs/dino-only] [--max-steps 600] [--seed 0]
+    python benchmarks/study_dino_only.py --set hue=0.1,saturation=0.2,grayscale_prob=0.2   # DINO's colour ops
 
 Prints (and writes as JSON) the teacher diagnostics at the end of training, a 100-shot linear probe of the 5
 classes on the pooled image features for the trained and the untrained network, and what the teacher's argmax
@@ -16,12 +17,13 @@ from collections import Counter
 
 import torch
 
-from silc_hf.cli import ArgumentParser
+from silc_hf.cli import ArgumentParser, set_cpu_threads
 from silc_hf.data import load_image_text_dataset
 from silc_hf.demo import DATA_SIZES, train
 from silc_hf.evaluation import evaluate_linear_probe
 from silc_hf.plotting import DIAGNOSTICS
 from silc_hf.synthetic import BACKGROUNDS, export
+from study_silc_vs_clip import parse_variant
 
 
 def normalised_mutual_information(a: list, b: list) -> float:
@@ -37,8 +39,10 @@ def main(argv=None) -> dict:
     parser.add_argument("--output-dir", default="outputs/dino-only")
     parser.add_argument("--max-steps", type=int, default=600)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--set", default="", help="field=value,...: SilcTrainingArguments overrides of the demo's recipe")
     args = parser.parse_args(argv)
-    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    _, overrides = parse_variant("dino-only=" + args.set)
+    set_cpu_threads()
     data_dir = os.path.join(args.output_dir, "data")
     if not os.path.exists(os.path.join(data_dir, "test", "metadata.jsonl")):
         export(data_dir, DATA_SIZES, seed=0, image_size=64)
@@ -52,7 +56,9 @@ def main(argv=None) -> dict:
     # the untrained network: one step at a vanishing learning rate builds the identical model and tokenizer
     untrained = train(os.path.join(args.output_dir, "random-init"), data_dir, 1, 1.0, args.seed,
                       contrastive_weight=0.0, learning_rate=1e-12, eval_strategy="no")
-    trainer = train(os.path.join(args.output_dir, "model"), data_dir, args.max_steps, 1.0, args.seed, contrastive_weight=0.0)
+    trainer = train(
+        os.path.join(args.output_dir, "model"), data_dir, args.max_steps, 1.0, args.seed, contrastive_weight=0.0, **overrides
+    )
     wrapper, processor = trainer.pretraining_model, trainer.processing_class
     pixels = processor.image_processor(images=[image.convert("RGB") for image in test["image"]], return_tensors="pt")
     with torch.no_grad():
@@ -62,6 +68,7 @@ def main(argv=None) -> dict:
     results = {
         "steps": args.max_steps,
         "seed": args.seed,
+        "overrides": overrides,
         "final_diagnostics": {name: last_log[name] for name in DIAGNOSTICS if name in last_log},
         "prototypes_used_by_teacher_on_test": len(set(clusters)),
         "probe_100_shot_trained": probe(trainer),
