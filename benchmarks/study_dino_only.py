@@ -4,15 +4,17 @@ embedded scenes, against the same network at random initialisation.
     python benchmarks/study_dino_only.py [--output-dir outputs/dino-only] [--max-steps 600] [--seed 0]
     python benchmarks/study_dino_only.py --set hue=0.1,saturation=0.2,grayscale_prob=0.2   # DINO's colour ops
 
-Prints (and writes as JSON) the teacher diagnostics at the end of training, a 100-shot linear probe of the 5
-classes on the pooled image features for the trained and the untrained network, and what the teacher's argmax
+Prints (and writes as JSON) the teacher diagnostics at the end of training, 100-shot linear probes of the 5
+classes and of the 5 background textures on the pooled image features for the trained and the untrained network, and what the teacher's argmax
 prototype over the test images says about them: the number of prototypes used and their normalised mutual
-information with the main object's class and with the background texture.
+information with the main object's class and with the background texture, each next to its chance level (the
+same clusters shuffled).
 """
 
 import json
 import math
 import os
+import random
 from collections import Counter
 
 import torch
@@ -34,6 +36,12 @@ def normalised_mutual_information(a: list, b: list) -> float:
     return mutual / max(math.sqrt(entropy(count_a) * entropy(count_b)), 1e-12)
 
 
+def chance_nmi(a: list, b: list, draws: int = 50) -> float:
+    """Mean NMI of `a` shuffled against `b`: what ~100 clusters over 300 images score by chance (far from 0)."""
+    rng = random.Random(0)
+    return sum(normalised_mutual_information(rng.sample(a, len(a)), b) for _ in range(draws)) / draws
+
+
 def main(argv=None) -> dict:
     parser = ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--output-dir", default="outputs/dino-only")
@@ -46,12 +54,17 @@ def main(argv=None) -> dict:
     data_dir = os.path.join(args.output_dir, "data")
     if not os.path.exists(os.path.join(data_dir, "test", "metadata.jsonl")):
         export(data_dir, DATA_SIZES, seed=0, image_size=64)
-    train_split = load_image_text_dataset(os.path.join(data_dir, "train"))
-    test = load_image_text_dataset(os.path.join(data_dir, "test"))
+    def with_background(split):  # the background texture (every caption names it) as a second probe target
+        kinds = [next(i for i, kind in enumerate(BACKGROUNDS) if kind in caption) for caption in split["text"]]
+        return split.add_column("background", kinds)
 
-    def probe(trainer) -> float:
-        model = trainer.pretraining_model.student.eval()
-        return evaluate_linear_probe(model, trainer.processing_class, train_split, test, shots=100)["100_shot_accuracy"]
+    train_split = with_background(load_image_text_dataset(os.path.join(data_dir, "train")))
+    test = with_background(load_image_text_dataset(os.path.join(data_dir, "test")))
+
+    def probe(trainer, target: str = "label") -> float:
+        model, processor = trainer.pretraining_model.student.eval(), trainer.processing_class
+        accuracy = evaluate_linear_probe(model, processor, train_split, test, shots=100, label_column=target)
+        return accuracy["100_shot_accuracy"]
 
     # the untrained network: one step at a vanishing learning rate builds the identical model and tokenizer
     untrained = train(os.path.join(args.output_dir, "random-init"), data_dir, 1, 1.0, args.seed,
@@ -63,7 +76,7 @@ def main(argv=None) -> dict:
     pixels = processor.image_processor(images=[image.convert("RGB") for image in test["image"]], return_tensors="pt")
     with torch.no_grad():
         clusters = wrapper.teacher(pixels["pixel_values"].float()).argmax(dim=-1).tolist()
-    backgrounds = [next(kind for kind in BACKGROUNDS if kind in caption) for caption in test["text"]]
+    backgrounds = list(test["background"])
     last_log = [entry for entry in trainer.state.log_history if "distillation_loss" in entry][-1]
     results = {
         "steps": args.max_steps,
@@ -73,8 +86,12 @@ def main(argv=None) -> dict:
         "prototypes_used_by_teacher_on_test": len(set(clusters)),
         "probe_100_shot_trained": probe(trainer),
         "probe_100_shot_random_init": probe(untrained),
+        "background_probe_100_shot_trained": probe(trainer, "background"),
+        "background_probe_100_shot_random_init": probe(untrained, "background"),
         "teacher_nmi_with_class": normalised_mutual_information(clusters, list(test["label"])),
+        "teacher_nmi_with_class_by_chance": chance_nmi(clusters, list(test["label"])),
         "teacher_nmi_with_background": normalised_mutual_information(clusters, backgrounds),
+        "teacher_nmi_with_background_by_chance": chance_nmi(clusters, backgrounds),
     }
     with open(os.path.join(args.output_dir, "dino_only.json"), "w") as file:
         json.dump(results, file, indent=2)
