@@ -8,7 +8,8 @@ Prints (and writes as JSON) the teacher diagnostics at the end of training, 100-
 classes and of the 5 background textures on the pooled image features for the trained and the untrained network, and what the teacher's argmax
 prototype over the test images says about them: the number of prototypes used and their normalised mutual
 information with the main object's class and with the background texture, each next to its chance level (the
-same clusters shuffled).
+same clusters shuffled); and how linearly the features give the mean colour of the objects and of the background
+(ridge R^2), the shortcut that a view-invariance objective can settle on here.
 """
 
 import json
@@ -17,12 +18,13 @@ import os
 import random
 from collections import Counter
 
+import numpy as np
 import torch
 
 from silc_hf.cli import ArgumentParser, set_cpu_threads
 from silc_hf.data import load_image_text_dataset
 from silc_hf.demo import DATA_SIZES, train
-from silc_hf.evaluation import evaluate_linear_probe
+from silc_hf.evaluation import evaluate_linear_probe, image_embeddings
 from silc_hf.plotting import DIAGNOSTICS
 from silc_hf.synthetic import BACKGROUNDS, export
 from study_silc_vs_clip import parse_variant
@@ -40,6 +42,31 @@ def chance_nmi(a: list, b: list, draws: int = 50) -> float:
     """Mean NMI of `a` shuffled against `b`: what ~100 clusters over 300 images score by chance (far from 0)."""
     rng = random.Random(0)
     return sum(normalised_mutual_information(rng.sample(a, len(a)), b) for _ in range(draws)) / draws
+
+
+def colour_decodability(model, processor, train_split, test) -> dict:
+    """R^2 of a ridge regression from the (standardised) probe features to the mean colour of the object pixels
+    and of the background pixels, fitted on 1000 training images, scored on the test split: how much of what the
+    features hold is colour, the view-invariant shortcut that does not give the class."""
+    def features_and_colours(split):
+        features = image_embeddings(model, processor, split).double()
+        object_colour, background_colour = [], []
+        for image, mask in zip(split["image"], split["mask"]):
+            pixels, labels = torch.tensor(np.asarray(image.convert("RGB")), dtype=torch.float64), torch.tensor(np.asarray(mask))
+            object_colour.append(pixels[labels > 0].mean(0))
+            background_colour.append(pixels[labels == 0].mean(0))
+        return features, {"object": torch.stack(object_colour), "background": torch.stack(background_colour)}
+
+    x, targets = features_and_colours(train_split.select(range(1000)))
+    x_test, targets_test = features_and_colours(test)
+    mean, std = x.mean(0), x.std(0) + 1e-8
+    x, x_test = (x - mean) / std, (x_test - mean) / std
+    scores = {}
+    for name, y in targets.items():
+        weights = torch.linalg.solve(x.T @ x + torch.eye(x.shape[1], dtype=x.dtype), x.T @ (y - y.mean(0)))
+        error = x_test @ weights + y.mean(0) - targets_test[name]
+        scores[f"{name}_colour_R2"] = float(1 - error.pow(2).sum() / (targets_test[name] - targets_test[name].mean(0)).pow(2).sum())
+    return scores
 
 
 def main(argv=None) -> dict:
@@ -88,6 +115,8 @@ def main(argv=None) -> dict:
         "probe_100_shot_random_init": probe(untrained),
         "background_probe_100_shot_trained": probe(trainer, "background"),
         "background_probe_100_shot_random_init": probe(untrained, "background"),
+        "colour_R2_trained": colour_decodability(wrapper.student.eval(), processor, train_split, test),
+        "colour_R2_random_init": colour_decodability(untrained.pretraining_model.student.eval(), processor, train_split, test),
         "teacher_nmi_with_class": normalised_mutual_information(clusters, list(test["label"])),
         "teacher_nmi_with_class_by_chance": chance_nmi(clusters, list(test["label"])),
         "teacher_nmi_with_background": normalised_mutual_information(clusters, backgrounds),
