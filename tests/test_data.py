@@ -324,6 +324,7 @@ def test_scripts_cap_torch_threads_at_a_containers_cpu_quota_unless_omp_num_thre
     threads = torch.get_num_threads()
     try:
         monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+        torch.set_num_threads(2)
         assert set_cpu_threads(str(v2)) == 1  # half a CPU: one thread
         monkeypatch.setenv("OMP_NUM_THREADS", "2")
         torch.set_num_threads(2)

@@ -77,9 +77,9 @@ def set_cpu_threads(cgroup_root: str = "/sys/fs/cgroup") -> int:
 
 
 def run_script(main) -> None:
-    """Run a script's `main()` with `set_cpu_threads()`. A user error (a missing path, a bad value, an unreachable Hub: `FileNotFoundError`,
-    `ValueError`, `ConnectionError`) prints its message on one line and exits with status 2, as argparse does,
-    instead of a traceback; `SILC_DEBUG=1` shows the traceback."""
+    """Run a script's `main()` after `set_cpu_threads()`. A user error (a missing path, a bad value, an unreachable
+    Hub: `FileNotFoundError`, `ValueError`, `ConnectionError`) prints its message on one line and exits with status
+    2, as argparse does, instead of a traceback; `SILC_DEBUG=1` shows the traceback."""
     set_cpu_threads()
     try:
         main()
