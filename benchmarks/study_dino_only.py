@@ -4,12 +4,12 @@ embedded scenes, against the same network at random initialisation.
     python benchmarks/study_dino_only.py [--output-dir outputs/dino-only] [--max-steps 600] [--seed 0]
     python benchmarks/study_dino_only.py --set hue=0.1,saturation=0.2,grayscale_prob=0.2   # DINO's colour ops
 
-Prints (and writes as JSON) the teacher diagnostics at the end of training, 100-shot linear probes of the 5
-classes and of the 5 background textures on the pooled image features for the trained and the untrained network, and what the teacher's argmax
-prototype over the test images says about them: the number of prototypes used and their normalised mutual
-information with the main object's class and with the background texture, each next to its chance level (the
-same clusters shuffled); and how linearly the features give the mean colour of the objects and of the background
-(ridge R^2), the shortcut that a view-invariance objective can settle on here.
+Prints (and writes as JSON) the teacher diagnostics at the end of training, 100-shot linear probes of the 5 classes
+and of the 5 background textures on the pooled image features for the trained and the untrained network, and what
+the teacher's argmax prototype over the test images says about them: the number of prototypes used and their
+normalised mutual information with the main object's class and with the background texture, each next to its chance
+level (the same clusters shuffled); and how linearly the features give the mean colour of the objects and of the
+background (ridge R^2), the shortcut that a view-invariance objective can settle on here.
 """
 
 import json
@@ -44,28 +44,29 @@ def chance_nmi(a: list, b: list, draws: int = 50) -> float:
     return sum(normalised_mutual_information(rng.sample(a, len(a)), b) for _ in range(draws)) / draws
 
 
-def colour_decodability(model, processor, train_split, test) -> dict:
-    """R^2 of a ridge regression from the (standardised) probe features to the mean colour of the object pixels
-    and of the background pixels, fitted on 1000 training images, scored on the test split: how much of what the
-    features hold is colour, the view-invariant shortcut that does not give the class."""
-    def features_and_colours(split):
-        features = image_embeddings(model, processor, split).double()
-        object_colour, background_colour = [], []
-        for image, mask in zip(split["image"], split["mask"]):
-            pixels, labels = torch.tensor(np.asarray(image.convert("RGB")), dtype=torch.float64), torch.tensor(np.asarray(mask))
-            object_colour.append(pixels[labels > 0].mean(0))
-            background_colour.append(pixels[labels == 0].mean(0))
-        return features, {"object": torch.stack(object_colour), "background": torch.stack(background_colour)}
+def mean_colours(split) -> dict[str, torch.Tensor]:
+    """Each image's mean RGB over its object pixels and over its background pixels, `(N, 3)` each."""
+    objects, backgrounds = [], []
+    for image, mask in zip(split["image"], split["mask"]):
+        pixels, labels = np.asarray(image.convert("RGB"), dtype=np.float64), np.asarray(mask)
+        objects.append(pixels[labels > 0].mean(0))
+        backgrounds.append(pixels[labels == 0].mean(0))
+    return {"object": torch.tensor(np.stack(objects)), "background": torch.tensor(np.stack(backgrounds))}
 
-    x, targets = features_and_colours(train_split.select(range(1000)))
-    x_test, targets_test = features_and_colours(test)
+
+def colour_decodability(model, processor, train_split, test, colours: dict) -> dict:
+    """R^2 of a ridge regression from the (standardised) probe features to the mean colours (`colours["train"]`
+    of `train_split`, `colours["test"]` of `test`, from `mean_colours`), scored on the test split: how much of what
+    the features hold is colour, the view-invariant shortcut that does not give the class."""
+    x, x_test = (image_embeddings(model, processor, split).double() for split in (train_split, test))
     mean, std = x.mean(0), x.std(0) + 1e-8
     x, x_test = (x - mean) / std, (x_test - mean) / std
     scores = {}
-    for name, y in targets.items():
+    for name, y in colours["train"].items():
+        y_test = colours["test"][name]
         weights = torch.linalg.solve(x.T @ x + torch.eye(x.shape[1], dtype=x.dtype), x.T @ (y - y.mean(0)))
-        error = x_test @ weights + y.mean(0) - targets_test[name]
-        scores[f"{name}_colour_R2"] = float(1 - error.pow(2).sum() / (targets_test[name] - targets_test[name].mean(0)).pow(2).sum())
+        error = x_test @ weights + y.mean(0) - y_test
+        scores[f"{name}_colour_R2"] = float(1 - error.pow(2).sum() / (y_test - y_test.mean(0)).pow(2).sum())
     return scores
 
 
@@ -96,14 +97,15 @@ def main(argv=None) -> dict:
     # the untrained network: one step at a vanishing learning rate builds the identical model and tokenizer
     untrained = train(os.path.join(args.output_dir, "random-init"), data_dir, 1, 1.0, args.seed,
                       contrastive_weight=0.0, learning_rate=1e-12, eval_strategy="no")
-    trainer = train(
-        os.path.join(args.output_dir, "model"), data_dir, args.max_steps, 1.0, args.seed, contrastive_weight=0.0, **overrides
-    )
+    trainer = train(os.path.join(args.output_dir, "model"), data_dir, args.max_steps, 1.0, args.seed,
+                    contrastive_weight=0.0, **overrides)
     wrapper, processor = trainer.pretraining_model, trainer.processing_class
     pixels = processor.image_processor(images=[image.convert("RGB") for image in test["image"]], return_tensors="pt")
     with torch.no_grad():
         clusters = wrapper.teacher(pixels["pixel_values"].float()).argmax(dim=-1).tolist()
     backgrounds = list(test["background"])
+    colour_train = train_split.select(range(1000))  # the ridge regressions' training images
+    colours = {"train": mean_colours(colour_train), "test": mean_colours(test)}
     last_log = [entry for entry in trainer.state.log_history if "distillation_loss" in entry][-1]
     results = {
         "steps": args.max_steps,
@@ -115,8 +117,10 @@ def main(argv=None) -> dict:
         "probe_100_shot_random_init": probe(untrained),
         "background_probe_100_shot_trained": probe(trainer, "background"),
         "background_probe_100_shot_random_init": probe(untrained, "background"),
-        "colour_R2_trained": colour_decodability(wrapper.student.eval(), processor, train_split, test),
-        "colour_R2_random_init": colour_decodability(untrained.pretraining_model.student.eval(), processor, train_split, test),
+        "colour_R2_trained": colour_decodability(wrapper.student.eval(), processor, colour_train, test, colours),
+        "colour_R2_random_init": colour_decodability(
+            untrained.pretraining_model.student.eval(), processor, colour_train, test, colours
+        ),
         "teacher_nmi_with_class": normalised_mutual_information(clusters, list(test["label"])),
         "teacher_nmi_with_class_by_chance": chance_nmi(clusters, list(test["label"])),
         "teacher_nmi_with_background": normalised_mutual_information(clusters, backgrounds),

@@ -303,7 +303,8 @@ def test_a_name_neither_here_nor_on_the_hub_fails_at_once_with_what_to_do(tmp_pa
         server.shutdown()
         server.server_close()
     monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", f"http://127.0.0.1:{server.server_port}")  # closed now
-    with pytest.raises(ConnectionError, match=r"'outputs/demo' is not a local path, and the Hub cannot be reached.*HF_HUB_OFFLINE=1"):
+    unreachable = r"'outputs/demo' is not a local path, and the Hub cannot be reached.*HF_HUB_OFFLINE=1"
+    with pytest.raises(ConnectionError, match=unreachable):
         load_image_text_dataset("outputs/demo")
 
 
