@@ -1,52 +1,43 @@
 """What a data worker spends per image (decode + the 2 global and 8 local crops of SILC-B/16), before and after
 reduced JPEG decoding, and how many CPU cores one GPU would need to keep up.
 
-    python benchmarks/bench_data_pipeline.py [--images 40] [--output bench_data_pipeline.json]
+    python benchmarks/bench_data_pipeline.py [--images 40] [--results bench_data_pipeline.json]
 
 "before" decodes every JPEG at full resolution and cuts the views from it (the previous data path); "after" is
 `SamplePreparer`: the crop boxes are drawn first, then the JPEG is decoded at 1/2, 1/4 or 1/8 scale when every
 box stays at least as large as its view, then the views are cut. Single thread, CPU time per image. Cores per
-GPU = images/s one H200 consumes (FLOP model of `bench_train_step.py`, SILC-B/16 at 224 px, 8 local crops of
+GPU = images/s one H200 consumes (FLOP model of `silc_hf.tools.benchmark`, SILC-B/16 at 224 px, 8 local crops of
 96 px, 989 TFLOP/s bf16 peak at 45 % MFU) x CPU seconds per image.
 """
 
-import argparse
+import itertools
 import json
-import os
-import sys
 import time
 
 import numpy as np
-import torch
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
-
-from bench_train_step import step_flops  # noqa: E402
-from test_data import _photo_like_jpeg  # noqa: E402
-
-from silc_hf import SilcConfig  # noqa: E402
-from silc_hf.augmentation import MultiCropArguments, MultiCropTransform  # noqa: E402
-from silc_hf.data import SamplePreparer  # noqa: E402
+from silc_hf import SilcConfig
+from silc_hf.tools.benchmark import photo_like_jpeg, step_flops, time_calls
+from silc_hf.tools.cli import ArgumentParser, run_script
+from silc_hf.training.arguments import MultiCropArguments
+from silc_hf.training.augmentation import MultiCropTransform
+from silc_hf.training.data import SamplePreparer
 
 SIZES = [(500, 375), (1024, 768), (2048, 1536)]
 H200_BF16_PEAK, MFU = 989e12, 0.45
 
 
 def cpu_ms(fn, items) -> float:
-    fn(items[0])  # warm-up
-    start = time.process_time()
-    for item in items:
-        fn(item)
-    return (time.process_time() - start) / len(items) * 1000
+    """Mean CPU milliseconds of `fn` over `items`, after one warm-up call on the first."""
+    calls = iter(itertools.chain(items[:1], items))
+    return time_calls(lambda: fn(next(calls)), len(items), clock=time.process_time).mean * 1000
 
 
-def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None) -> dict:
+    parser = ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=40, help="JPEGs per size (different content and crops)")
-    parser.add_argument("--output", help="write the results as JSON")
-    args = parser.parse_args(argv)
-    torch.set_num_threads(1)
+    parser.add_argument("--results", help="write the results as JSON")
+    args = parser.parse(argv)
 
     config = SilcConfig.silc_b16()
     transform = MultiCropTransform(MultiCropArguments(num_local_crops=8, local_crop_size=96), global_crop_size=224)
@@ -65,7 +56,7 @@ def main(argv=None) -> dict:
 
     rows = []
     for width, height in SIZES:
-        items = [({"image": {"bytes": _photo_like_jpeg(width, height, seed), "path": None}, "text": "a photo"}, seed)
+        items = [({"image": {"bytes": photo_like_jpeg(width, height, seed), "path": None}, "text": "a photo"}, seed)
                  for seed in range(args.images)]
         ms_before, ms_after = cpu_ms(before, items), cpu_ms(after, items)
         rows.append({"size": f"{width}x{height}", "ms_before": ms_before, "ms_after": ms_after,
@@ -79,11 +70,11 @@ def main(argv=None) -> dict:
     for r in rows:
         print(f"| {r['size']} | {r['ms_before']:.1f} | {r['ms_after']:.1f} | {r['speedup']:.2f}x | "
               f"{r['cores_per_h200_before']:.1f} | {r['cores_per_h200_after']:.1f} |")
-    if args.output:
-        with open(args.output, "w") as file:
+    if args.results:
+        with open(args.results, "w") as file:
             json.dump(results, file, indent=2)
     return results
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

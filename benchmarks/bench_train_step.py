@@ -1,7 +1,7 @@
 """Benchmark: what SILC's distillation costs per training step, against a CLIP-only step on the same model.
 
     python benchmarks/bench_train_step.py                       # ViT-Ti/16 at 224 px, CPU
-    python benchmarks/bench_train_step.py --preset b16 --device cuda --batch-size 64 --json out.json
+    python benchmarks/bench_train_step.py --preset b16 --device cuda --batch_size 64 --results out.json
 
 Prints (and writes as JSON): the CLIP-only step time (one global view per image + texts, fwd + bwd + AdamW),
 the SILC step time (2 global + N local student views, teacher on the 2 global views, DINO head, EMA
@@ -10,19 +10,20 @@ update), their ratio next to the ratio predicted from FLOP counts (forward = 2 x
 batched photometric augmentation's share, and the data workers' CPU time per image (decode + crops).
 """
 
-import argparse
 import io
 import json
-import time
 
 import numpy as np
 import torch
 from PIL import Image
 
 from silc_hf import SilcConfig, SilcModel
-from silc_hf.augmentation import MultiCropArguments, MultiCropTransform, apply_photometric
-from silc_hf.data import SamplePreparer
-from silc_hf.distillation import SilcPretrainingModel
+from silc_hf.tools.benchmark import step_flops, time_calls
+from silc_hf.tools.cli import ArgumentParser, run_script
+from silc_hf.training.arguments import MultiCropArguments
+from silc_hf.training.augmentation import MultiCropTransform, apply_photometric
+from silc_hf.training.data import SamplePreparer
+from silc_hf.training.pretraining import SilcPretrainingModel
 
 PRESETS = {
     "ti16": dict(hidden_size=192, intermediate_size=768, num_hidden_layers=12, num_attention_heads=3),
@@ -31,75 +32,23 @@ PRESETS = {
 }
 
 
-def tower_flops(config, tokens: int) -> float:
-    """Forward FLOPs of one sequence through a tower's transformer blocks."""
-    d, layers = config.hidden_size, config.num_hidden_layers
-    block_params = layers * (4 * d * d + 2 * d * config.intermediate_size)
-    return 2 * block_params * tokens + 4 * layers * tokens**2 * d
-
-
-def identity_augment(batch: int, views: int, device="cpu") -> dict[str, torch.Tensor]:
-    """Per-view photometric parameters that change nothing (no flip, jitter, grayscale, blur or solarize), for
-    benchmarks that feed random views straight to the step."""
-    flags = {k: torch.zeros(batch, views, dtype=torch.bool, device=device) for k in ("flip", "jitter", "grayscale", "blur", "solarize")}
-    values = {k: torch.ones(batch, views, device=device) for k in ("brightness", "contrast", "saturation", "blur_sigma")}
-    order = torch.arange(4, device=device).expand(batch, views, 4).contiguous()
-    return {**flags, **values, "hue": torch.zeros(batch, views, device=device), "jitter_order": order}
-
-
-def step_flops(config: SilcConfig, num_local: int, local_size: int, head_params: int) -> tuple[float, float]:
-    """(CLIP-only, SILC) training FLOPs per image: forward + backward (3x forward) of the trained parts, the
-    teacher's forward on the 2 global views."""
-    vision, text = config.vision_config, config.text_config
-    prefix = 1 if vision.pooling_type == "cls" else 0
-    global_tokens = vision.num_patches + prefix
-    local_tokens = (local_size // vision.patch_size) ** 2 + prefix
-    image_fwd, local_fwd = tower_flops(vision, global_tokens), tower_flops(vision, local_tokens)
-    text_step = 3 * tower_flops(text, text.max_position_embeddings)
-    head_fwd = 2 * head_params
-    clip = 3 * image_fwd + text_step
-    silc = (
-        3 * (2 * image_fwd + num_local * local_fwd)
-        + 2 * image_fwd
-        + text_step
-        + (2 + num_local) * 3 * head_fwd
-        + 2 * head_fwd
-    )
-    return clip, silc
-
-
 def predicted_ratio(config: SilcConfig, num_local: int, local_size: int, head_params: int) -> float:
     clip, silc = step_flops(config, num_local, local_size, head_params)
     return silc / clip
 
 
-def timed(fn, steps: int, device: str) -> float:
-    """Median seconds per call after one warm-up call."""
-    fn()
-    times = []
-    for _ in range(steps):
-        if device == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn()
-        if device == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None) -> dict:
+    parser = ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", choices=sorted(PRESETS), default="ti16")
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--num-local-crops", type=int, default=8)
-    parser.add_argument("--local-crop-size", type=int, default=96)
-    parser.add_argument("--head-prototypes", type=int, default=65536)
+    parser.add_argument("--batch_size", type=int, default=8)
+    parser.add_argument("--num_local_crops", type=int, default=8)
+    parser.add_argument("--local_crop_size", type=int, default=96)
+    parser.add_argument("--head_prototypes", type=int, default=65536)
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
-    parser.add_argument("--json", help="also write the results here")
-    args = parser.parse_args()
+    parser.add_argument("--results", help="also write the results as JSON here")
+    args = parser.parse(argv)
     torch.manual_seed(0)
     device, batch, n_local = args.device, args.batch_size, args.num_local_crops
 
@@ -143,22 +92,18 @@ def main() -> None:
         if distill_weight:
             wrapper.update_teacher(0.999)
 
-    clip_time = timed(lambda: step(one_view, 0.0), args.steps, device)
-    silc_time = timed(lambda: step(batch_inputs, 1.0), args.steps, device)
-    ema_time = timed(lambda: wrapper.update_teacher(0.999), args.steps * 3, device)
+    def timed(fn, repeats: int) -> float:  # median seconds per call after the (timed, not counted) first call
+        return time_calls(fn, repeats, device=device).median
+
+    clip_time = timed(lambda: step(one_view, 0.0), args.steps)
+    silc_time = timed(lambda: step(batch_inputs, 1.0), args.steps)
+    ema_time = timed(lambda: wrapper.update_teacher(0.999), args.steps * 3)
     flat = batch_inputs["local_views"].flatten(0, 1)
     flat_augment = {k: v.flatten(0, 1) for k, v in batch_inputs["local_augment"].items()}
-    photometric_time = timed(
-        lambda: apply_photometric(flat, flat_augment, [0.5] * 3, [0.5] * 3), args.steps, device
-    ) + timed(
-        lambda: apply_photometric(
-            batch_inputs["global_views"].flatten(0, 1),
-            {k: v.flatten(0, 1) for k, v in batch_inputs["global_augment"].items()},
-            [0.5] * 3,
-            [0.5] * 3,
-        ),
-        args.steps,
-        device,
+    global_flat = batch_inputs["global_views"].flatten(0, 1)
+    global_augment = {k: v.flatten(0, 1) for k, v in batch_inputs["global_augment"].items()}
+    photometric_time = timed(lambda: apply_photometric(flat, flat_augment, [0.5] * 3, [0.5] * 3), args.steps) + timed(
+        lambda: apply_photometric(global_flat, global_augment, [0.5] * 3, [0.5] * 3), args.steps
     )
 
     preparer = SamplePreparer(transform, min_image_size=1)
@@ -207,10 +152,11 @@ def main() -> None:
     ]
     for name, value in rows:
         print(f"{name:<40}{value:>14}")
-    if args.json:
-        with open(args.json, "w") as file:
+    if args.results:
+        with open(args.results, "w") as file:
             json.dump(results, file, indent=2)
+    return results
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -1,7 +1,7 @@
 """One-command GPU check: mixed precision, attention kernels, SILC-B/16 training speed and memory, inference
 against HF CLIP of the same size. Prints a table and writes JSON; about 5 minutes on one H100/H200.
 
-    python benchmarks/gpu_check.py [--output gpu_check.json] [--max-batch 512] [--steps 10]
+    python benchmarks/gpu_check.py [--results gpu_check.json] [--max_batch 512] [--steps 10]
 
 Without CUDA it says so and exits 0. Checks, all on SILC-B/16 (ViT-B/16 at 224 px, 8 local crops of 96 px,
 65536 prototypes, sigmoid loss; random inputs):
@@ -14,36 +14,22 @@ Without CUDA it says so and exits 0. Checks, all on SILC-B/16 (ViT-B/16 at 224 p
    with the same tower sizes.
 """
 
-import argparse
 import json
-import os
-import sys
 import time
 
-import numpy as np
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-from bench_train_step import identity_augment, step_flops  # noqa: E402
-
-from silc_hf import SilcConfig, SilcModel  # noqa: E402
-from silc_hf.distillation import SilcPretrainingModel  # noqa: E402
+from silc_hf import SilcConfig, SilcModel
+from silc_hf.tools.benchmark import random_pretraining_batch, step_flops, time_calls
+from silc_hf.tools.cli import ArgumentParser, run_script
+from silc_hf.training.pretraining import SilcPretrainingModel
 
 LOCAL_CROPS, LOCAL_SIZE = 8, 96
 
 
 def seconds(fn, steps: int) -> float:
     """Median seconds per call after two warm-up calls."""
-    fn(), fn()
-    times = []
-    for _ in range(steps):
-        torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn()
-        torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
+    return time_calls(fn, steps, warmup=1, device="cuda").median
 
 
 def matmul_peak_tflops() -> float:
@@ -53,19 +39,7 @@ def matmul_peak_tflops() -> float:
 
 
 def make_inputs(config: SilcConfig, batch: int) -> dict:
-    size, text_length = config.vision_config.image_size, config.text_config.max_position_embeddings
-    generator = torch.Generator(device="cuda").manual_seed(0)
-
-    def views(count, side):
-        return torch.randint(0, 256, (batch, count, 3, side, side), device="cuda", dtype=torch.uint8, generator=generator)
-
-    return {
-        "global_views": views(2, size),
-        "global_augment": identity_augment(batch, 2, "cuda"),
-        "local_views": views(LOCAL_CROPS, LOCAL_SIZE),
-        "local_augment": identity_augment(batch, LOCAL_CROPS, "cuda"),
-        "input_ids": torch.randint(2, 30000, (batch, text_length), device="cuda", generator=generator),
-    }
+    return random_pretraining_batch(config, batch, LOCAL_CROPS, LOCAL_SIZE, device="cuda")
 
 
 def build(config: SilcConfig) -> SilcPretrainingModel:
@@ -172,12 +146,12 @@ def inference_check(config: SilcConfig, steps: int) -> dict:
     return results
 
 
-def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--output", default="gpu_check.json")
-    parser.add_argument("--max-batch", type=int, default=512)
+def main(argv: list[str] | None = None) -> dict:
+    parser = ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--results", default="gpu_check.json", help="where the JSON goes")
+    parser.add_argument("--max_batch", type=int, default=512)
     parser.add_argument("--steps", type=int, default=10)
-    args = parser.parse_args(argv)
+    args = parser.parse(argv)
     if not torch.cuda.is_available():
         print("No CUDA device: nothing to check here (this script measures a GPU; run it on one).")
         return {}
@@ -191,7 +165,7 @@ def main(argv=None) -> dict:
     results["training"] = training_check(config, args.max_batch, args.steps, results["matmul_peak_tflops_bf16"])
     results["inference"] = inference_check(config, args.steps)
     results["seconds"] = time.time() - start
-    with open(args.output, "w") as file:
+    with open(args.results, "w") as file:
         json.dump(results, file, indent=2)
 
     train, inference, attention = results["training"], results["inference"], results["attention"]
@@ -213,9 +187,9 @@ def main(argv=None) -> dict:
         print(f"| peak memory | {train['peak_memory_gib']:.1f} GiB |")
     print(f"| inference samples/s, SILC / HF CLIP | {inference['silc_samples_per_s']:.0f} / "
           f"{inference['hf_clip_samples_per_s']:.0f} ({inference['silc_over_clip']:.2f}x) |")
-    print(f"\n{results['seconds']:.0f} s; JSON: {args.output}")
+    print(f"\n{results['seconds']:.0f} s; JSON: {args.results}")
     return results
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -1,8 +1,8 @@
 """DINO-only sanity check: the self-distillation alone (`contrastive_weight 0`, the demo's recipe otherwise) on the
 embedded scenes, against the same network at random initialisation.
 
-    python benchmarks/study_dino_only.py [--output-dir outputs/dino-only] [--max-steps 600] [--seed 0]
-    python benchmarks/study_dino_only.py --set hue=0.1,saturation=0.2,grayscale_prob=0.2   # DINO's colour ops
+    python benchmarks/study_dino_only.py [--output_dir outputs/dino-only] [--max_steps 600] [--seed 0]
+    python benchmarks/study_dino_only.py --set hue=0.1 saturation=0.2 grayscale_prob=0.2   # DINO's colour ops
 
 Prints (and writes as JSON) the teacher diagnostics at the end of training, 100-shot linear probes of the 5 classes
 and of the 5 background textures on the pooled image features for the trained and the untrained network, and what
@@ -21,13 +21,12 @@ from collections import Counter
 import numpy as np
 import torch
 
-from silc_hf.cli import ArgumentParser, set_cpu_threads
 from silc_hf.data import load_image_text_dataset
-from silc_hf.demo import DATA_SIZES, train
-from silc_hf.evaluation import evaluate_linear_probe, image_embeddings
-from silc_hf.plotting import DIAGNOSTICS
-from silc_hf.synthetic import BACKGROUNDS, export
-from study_silc_vs_clip import parse_variant
+from silc_hf.data.scenes import BACKGROUNDS, export
+from silc_hf.demo.recipe import DATA_SIZES, train
+from silc_hf.tools.cli import ArgumentParser, parse_overrides, run_script
+from silc_hf.tools.plotting import DIAGNOSTICS
+from silc_hf.zero_shot.evaluation import evaluate_linear_probe, image_embeddings
 
 
 def normalised_mutual_information(a: list, b: list) -> float:
@@ -70,15 +69,17 @@ def colour_decodability(model, processor, train_split, test, colours: dict) -> d
     return scores
 
 
-def main(argv=None) -> dict:
+def main(argv: list[str] | None = None) -> dict:
     parser = ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--output-dir", default="outputs/dino-only")
-    parser.add_argument("--max-steps", type=int, default=600)
+    parser.add_argument("--output_dir", default="outputs/dino-only")
+    parser.add_argument("--max_steps", type=int, default=600)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--set", default="", help="field=value,...: SilcTrainingArguments overrides of the demo's recipe")
-    args = parser.parse_args(argv)
-    _, overrides = parse_variant("dino-only=" + args.set)
-    set_cpu_threads()
+    parser.add_argument(
+        "--set", nargs="+", default=[], metavar="FIELD=VALUE", help="SilcTrainingArguments overrides of the demo's recipe"
+    )
+    parser.add_argument("--results", help="also write the results here (default: OUTPUT_DIR/dino_only.json)")
+    args = parser.parse(argv)
+    overrides = parse_overrides(args.set)
     data_dir = os.path.join(args.output_dir, "data")
     if not os.path.exists(os.path.join(data_dir, "test", "metadata.jsonl")):
         export(data_dir, DATA_SIZES, seed=0, image_size=64)
@@ -126,11 +127,11 @@ def main(argv=None) -> dict:
         "teacher_nmi_with_background": normalised_mutual_information(clusters, backgrounds),
         "teacher_nmi_with_background_by_chance": chance_nmi(clusters, backgrounds),
     }
-    with open(os.path.join(args.output_dir, "dino_only.json"), "w") as file:
+    with open(args.results or os.path.join(args.output_dir, "dino_only.json"), "w") as file:
         json.dump(results, file, indent=2)
     print(json.dumps(results, indent=2))
     return results
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

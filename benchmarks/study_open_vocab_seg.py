@@ -2,44 +2,47 @@
 CLIP-only backbones of `study_silc_vs_clip.py` (same data, steps and batch; they differ in the distillation only),
 next to training-free zero-shot segmentation with the same backbone and the same class names and pixels.
 
-    python benchmarks/study_silc_vs_clip.py --output-dir outputs/study --seeds 0 1 2          # the backbones
-    python benchmarks/study_open_vocab_seg.py --study-dir outputs/study --seeds 0 1 2
+    python benchmarks/study_silc_vs_clip.py --output_dir outputs/study --seeds 0 1 2          # the backbones
+    python benchmarks/study_open_vocab_seg.py --study_dir outputs/study --seeds 0 1 2
 
 Each run is `training/train_open_vocab_seg.py --config training/configs/open_vocab_seg_scenes.json` on one
-backbone; `--set name=value` (`name=a,b` for a list) overrides a field of that config for every run. Classes: background + the five
+backbone; `--set field=value ...` overrides fields of that config for every run (values read as JSON where they
+parse: `--set max_steps=100 'upsampling_sizes=[32, 16]'`). Classes: background + the five
 objects; `--unseen` (default flower, fish) are ignored in training and scored apart. Prints a Markdown table
 (mean ± std over seeds), writes every run's numbers as JSON and a picture of test images (ground truth, zero-shot,
 trained segmenter) for the first SILC seed.
 """
 
-import argparse
 import json
 import os
 import statistics
-import sys
 
 import numpy as np
 import torch
+from transformers import TrainingArguments
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "training"))
-import train_open_vocab_seg  # noqa: E402
-
-from silc_hf.cli import read_config_file  # noqa: E402
+from silc_hf.tools.cli import ArgumentParser, parse_overrides, read_config_file, run_script
+from silc_hf.training.arguments import OpenVocabSegArguments
+from silc_hf.training.open_vocab import train_open_vocab_segmenter
 
 CONFIG = os.path.join(os.path.dirname(__file__), "..", "training", "configs", "open_vocab_seg_scenes.json")
 COLUMNS = ("mIoU_seen", "mIoU_unseen", "mIoU")
 
 
-def run(backbone: str, seed: int, args, overrides: list[str]) -> dict:
+def run(backbone: str, seed: int, args, overrides: dict) -> dict:
     folder = os.path.join(args.output_dir, f"{backbone}-seed{seed}")
     result_file = os.path.join(folder, "open_vocab_seg_results.json")
     if not os.path.exists(result_file):  # resumable: finished runs are read back
         data = os.path.join(args.study_dir, "data")
-        train_open_vocab_seg.main([
-            "--config", CONFIG, "--model", os.path.join(args.study_dir, f"{backbone}-seed{seed}"),
+        parser = ArgumentParser((OpenVocabSegArguments, TrainingArguments))
+        parser.apply_config_file(CONFIG)
+        parser.set_defaults(**overrides)
+        run_args = parser.parse([
+            "--model", os.path.join(args.study_dir, f"{backbone}-seed{seed}"),
             "--train_data", os.path.join(data, "train"), "--eval_data", os.path.join(data, "test"),
-            "--unseen_classes", *args.unseen, "--output_dir", folder, "--seed", str(seed), *overrides,
-        ])
+            "--unseen_classes", *args.unseen, "--output_dir", folder, "--seed", str(seed),
+        ])  # fmt: skip
+        train_open_vocab_segmenter(*run_args)
     with open(result_file) as file:
         record = json.load(file)
     return {"backbone": backbone, "seed": seed, "zero_shot": record["zero_shot"], "trained": record["trained"]}
@@ -67,9 +70,9 @@ def gallery(args, backbone: str, seed: int, path: str, count: int = 5) -> None:
     from transformers import AutoModel, AutoProcessor
 
     from silc_hf.data import load_image_text_dataset
-    from silc_hf.demo import PALETTE
-    from silc_hf.plotting import plot_segmentation_gallery
-    from silc_hf.segmentation import open_vocabulary_logits, zero_shot_segmentation
+    from silc_hf.demo.recipe import PALETTE
+    from silc_hf.tools.plotting import plot_segmentation_gallery
+    from silc_hf.zero_shot.segmentation import open_vocabulary_logits, zero_shot_segmentation
 
     config = read_config_file(CONFIG)
     names = config["class_names"]
@@ -96,20 +99,17 @@ def gallery(args, backbone: str, seed: int, path: str, count: int = 5) -> None:
     )
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--study-dir", default="outputs/study", help="output of study_silc_vs_clip.py (models, data)")
-    parser.add_argument("--output-dir", default="outputs/open_vocab_study")
+def main(argv: list[str] | None = None) -> list[dict]:
+    parser = ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--study_dir", default="outputs/study", help="output of study_silc_vs_clip.py (models, data)")
+    parser.add_argument("--output_dir", default="outputs/open_vocab_study")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--backbones", nargs="+", default=["clip", "silc"])
     parser.add_argument("--unseen", nargs="+", default=["flower", "fish"])
-    parser.add_argument("--set", action="append", default=[], help="name=value (name=a,b for a list): a config field for every run")
+    parser.add_argument("--set", nargs="+", default=[], metavar="FIELD=VALUE", help="config fields for every run")
     parser.add_argument("--results", default="benchmarks/results/study_open_vocab_seg.json")
-    args = parser.parse_args(argv)
-    overrides = []
-    for setting in args.set:  # name=value, or name=a,b,c for a list
-        name, _, value = setting.partition("=")
-        overrides += [f"--{name}", *value.split(",")]
+    args = parser.parse(argv)
+    overrides = parse_overrides(args.set)
     records = []
     for backbone in args.backbones:
         for seed in args.seeds:
@@ -124,7 +124,8 @@ def main(argv: list[str] | None = None) -> None:
         figure = os.path.join(args.output_dir, "open_vocab_seg.png")
         gallery(args, "silc", args.seeds[0], figure)
         print(f"\nGallery: {figure}")
+    return records
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -1,25 +1,25 @@
 """Study: CLIP-only (distillation off) vs SILC (distillation on), same data, steps and batch, several seeds, on the
 package's captioned scenes. Prints a Markdown table (mean ± std) and writes every run's numbers as JSON.
 
-    python benchmarks/study_silc_vs_clip.py --output-dir outputs/study --seeds 0 1 2 --max-steps 600
-    python benchmarks/study_silc_vs_clip.py --variant "silc-l0.5=distill_weight=0.5" --variant "silc-m0.999=teacher_momentum=0.999"
+    python benchmarks/study_silc_vs_clip.py --output_dir outputs/study --seeds 0 1 2 --max_steps 600
+    python benchmarks/study_silc_vs_clip.py --variant silc-l0.5 distill_weight=0.5 --variant silc-l8 num_local_crops=8
 
-Each run is `python -m silc_hf.demo`'s recipe (`silc_hf.demo.DEMO_MODEL` / `DEMO_TRAINING`); a variant
-overrides `SilcTrainingArguments` fields (`name=field=value,field=value`). Metrics on the test split:
+Each run is `python -m silc_hf.demo`'s recipe (`silc_hf.demo.recipe`); a variant is a name and `field=value`
+overrides of `SilcTrainingArguments` fields (values read as JSON where they parse). Metrics on the test split:
 zero-shot top-1 (5 shape classes, prompt ensemble), image->text and text->image R@1, and zero-shot
 segmentation mIoU on the objects' pixels with the value-path and the plain dense features.
 """
 
-import argparse
 import json
 import os
 import statistics
 
 from silc_hf.data import load_image_text_dataset
-from silc_hf.demo import DATA_SIZES, TEMPLATES, train
-from silc_hf.plotting import DIAGNOSTICS, plot_metric_vs_step
-from silc_hf.evaluation import evaluate_segmentation, evaluate_zero_shot_classification, evaluate_retrieval
-from silc_hf.synthetic import CLASSES, export
+from silc_hf.data.scenes import CLASSES, export
+from silc_hf.demo.recipe import DATA_SIZES, TEMPLATES, train
+from silc_hf.tools.cli import ArgumentParser, parse_overrides, run_script
+from silc_hf.tools.plotting import DIAGNOSTICS, plot_metric_vs_step
+from silc_hf.zero_shot.evaluation import evaluate_retrieval, evaluate_segmentation, evaluate_zero_shot_classification
 
 COLUMNS = {
     "top-1": ("classification", "top1_accuracy"),
@@ -28,21 +28,6 @@ COLUMNS = {
     "mIoU (value)": ("segmentation_value", "mIoU"),
     "mIoU (plain)": ("segmentation_plain", "mIoU"),
 }
-
-
-def parse_variant(text: str) -> tuple[str, dict]:
-    name, _, settings = text.partition("=")
-    overrides = {}
-    for item in filter(None, settings.split(",")):
-        key, _, value = item.partition("=")
-        try:
-            overrides[key] = int(value)
-        except ValueError:
-            try:
-                overrides[key] = float(value)
-            except ValueError:
-                overrides[key] = value
-    return name, overrides
 
 
 def run(name: str, overrides: dict, seed: int, data_dir: str, output_dir: str, max_steps: int) -> dict:
@@ -98,23 +83,32 @@ def table(records: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--output-dir", default="outputs/study")
+def main(argv: list[str] | None = None) -> list[dict]:
+    parser = ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--output_dir", default="outputs/study")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--max-steps", type=int, default=600)
-    parser.add_argument("--variant", action="append", default=[], help="name=field=value,... (default: clip and silc)")
-    args = parser.parse_args(argv)
+    parser.add_argument("--max_steps", type=int, default=600)
+    parser.add_argument(
+        "--variant",
+        nargs="+",
+        action="append",
+        default=[],
+        metavar="NAME [FIELD=VALUE ...]",
+        help="a run name and its overrides (default: clip and silc; a name starting with 'clip' trains without "
+        "distillation)",
+    )
+    parser.add_argument("--results", help="also write every run's record here (default: OUTPUT_DIR/study.json)")
+    args = parser.parse(argv)
     data_dir = os.path.join(args.output_dir, "data")
     if not os.path.exists(os.path.join(data_dir, "test", "metadata.jsonl")):
         export(data_dir, DATA_SIZES, seed=0, image_size=64)
-    variants = [parse_variant(v) for v in args.variant] or [("clip", {}), ("silc", {})]
+    variants = [(name, parse_overrides(items)) for name, *items in args.variant] or [("clip", {}), ("silc", {})]
     records = []
     for name, overrides in variants:
         for seed in args.seeds:
             records.append(run(name, dict(overrides), seed, data_dir, args.output_dir, args.max_steps))
             print(f"finished {name} seed {seed}", flush=True)
-    with open(os.path.join(args.output_dir, "study.json"), "w") as file:
+    with open(args.results or os.path.join(args.output_dir, "study.json"), "w") as file:
         json.dump(records, file, indent=2)
     print(
         f"\nCaptioned scenes, {args.max_steps} steps x batch {64}, test split ({DATA_SIZES['test']} images); numbers in %\n"
@@ -126,7 +120,8 @@ def main(argv: list[str] | None = None) -> None:
     figure = os.path.join(args.output_dir, "miou_vs_step.png")
     plot_metric_vs_step(runs, "eval_segmentation_mIoU", figure, ylabel="zero-shot segmentation mIoU (validation)")
     print(f"\nmIoU vs step: {figure}")
+    return records
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

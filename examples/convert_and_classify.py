@@ -1,13 +1,12 @@
-"""Main job (until the demo lands): convert a small randomly initialised HF CLIP into a SILC folder, then
-classify a bundled image with the stock zero-shot pipeline, and check that CLIP and SILC agree.
+"""A tour of conversion: convert a small randomly initialised HF CLIP into a SILC folder, then classify a bundled
+image with the stock zero-shot pipeline, and check that CLIP and SILC agree.
 
-    python examples/convert_and_classify.py [--output-dir outputs/example]
+    python examples/convert_and_classify.py [--output_dir outputs/example]
 
 Nothing is downloaded: the tokenizer is trained on a few words in memory and the weights are random, so the
 scores are meaningless; what the run shows is the conversion reproducing CLIP through the pipeline.
 """
 
-import argparse
 from pathlib import Path
 
 import torch
@@ -15,7 +14,8 @@ from transformers import CLIPConfig, CLIPImageProcessorPil, CLIPModel, CLIPProce
 
 import silc_hf  # noqa: F401  (registers "silc" with the Auto classes)
 from silc_hf.convert.__main__ import convert_hf
-from silc_hf.tokenization import train_clip_tokenizer
+from silc_hf.tools.cli import ArgumentParser, run_script
+from silc_hf.training.tokenization import train_clip_tokenizer
 
 IMAGE = Path(__file__).parent / "red_circle_on_green.png"
 LABELS = ["a red circle", "a blue square", "a green triangle", "a photo of a dog"]
@@ -38,10 +38,10 @@ def make_random_clip(folder: Path) -> None:
     CLIPProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(folder)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--output-dir", default="outputs/example", type=Path)
-    args = parser.parse_args()
+def main(argv: list[str] | None = None) -> None:
+    parser = ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--output_dir", default="outputs/example", type=Path)
+    args = parser.parse(argv)
     clip_folder, silc_folder = args.output_dir / "clip", args.output_dir / "silc"
 
     make_random_clip(clip_folder)
@@ -64,4 +64,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -1,5 +1,8 @@
 """Tiny models, tokenizers and images shared by the tests (everything built locally, nothing downloaded)."""
 
+import importlib.util
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -15,8 +18,9 @@ from transformers import (
 )
 
 from silc_hf import SilcConfig
-from silc_hf.tokenization import train_clip_tokenizer
+from silc_hf.training.tokenization import train_clip_tokenizer
 
+REPOSITORY = Path(__file__).resolve().parents[1]
 WORDS = "this is a photo of the cat dog bird red green blue circle square on background".split()
 TOWER = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4)
 
@@ -125,3 +129,11 @@ def write_caption_folder(root, n: int = 24, seed: int = 0) -> list[dict]:
         rows.append({"file_name": f"{i:04d}.png", "text": f"a {color} {shape}"})
     (root / "metadata.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
     return rows
+
+
+def load_script(path: str):
+    """A script of the repository (e.g. "training/train_silc.py") imported as a module, without touching sys.path."""
+    spec = importlib.util.spec_from_file_location(Path(path).stem, REPOSITORY / path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

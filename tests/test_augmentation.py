@@ -7,8 +7,8 @@ import pytest
 import torch
 from PIL import Image, ImageEnhance, ImageOps
 
-from silc_hf.augmentation import (
-    MultiCropArguments,
+from silc_hf.training.arguments import MultiCropArguments
+from silc_hf.training.augmentation import (
     MultiCropTransform,
     apply_photometric,
     random_resized_crop_box,
@@ -144,18 +144,19 @@ def test_multicrop_views_are_deterministic_for_a_seed_and_have_the_configured_sh
 
 def test_crop_arguments_are_checked():
     with pytest.raises(ValueError, match="local_crop_size=100 is not a multiple of patch_size=16; use 96 or 112"):
-        MultiCropArguments(local_crop_size=100).check(16)
+        MultiCropArguments(local_crop_size=100).check_patch_size(16)
     with pytest.raises(ValueError, match=r"blur_probs=\[1.0, 0.5\] needs 3 probabilities"):
-        MultiCropArguments(blur_probs=[1.0, 0.5]).check(16)
+        MultiCropArguments(blur_probs=[1.0, 0.5])
     with pytest.raises(ValueError, match="blur_kernel_size=8 must be odd"):
-        MultiCropArguments(blur_kernel_size=8).check(16)
+        MultiCropArguments(blur_kernel_size=8)
 
 
 def test_flip_only_global_views_keep_the_crops_and_drop_the_photometric_ops():
     import numpy as np
     from PIL import Image
 
-    from silc_hf.augmentation import MultiCropArguments, MultiCropTransform
+    from silc_hf.training.arguments import MultiCropArguments
+    from silc_hf.training.augmentation import MultiCropTransform
 
     image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (48, 40, 3), dtype=np.uint8))
     dino = MultiCropTransform(MultiCropArguments(num_local_crops=2, local_crop_size=16), 32)
@@ -169,4 +170,4 @@ def test_flip_only_global_views_keep_the_crops_and_drop_the_photometric_ops():
     for key, value in a["local_augment"].items():  # local views keep DINO's photometric set
         assert torch.equal(value, b["local_augment"][key])
     with pytest.raises(ValueError, match="global_view_augmentation='clip' is not supported"):
-        MultiCropArguments(global_view_augmentation="clip").check(8)
+        MultiCropArguments(global_view_augmentation="clip")

@@ -1,4 +1,4 @@
-"""Which checkpoint a run resumes from (silc_hf.checkpoints), on hand-made folders."""
+"""Which checkpoint a run resumes from (silc_hf.training.checkpoints), on hand-made folders."""
 
 import json
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from silc_hf.checkpoints import incomplete_reason, latest_complete_checkpoint, resolve_resume_checkpoint
+from silc_hf.training.checkpoints import incomplete_reason, latest_complete_checkpoint, resolve_resume_checkpoint
 
 
 def _checkpoint(root, step, state=True, weights=True):

@@ -11,7 +11,7 @@ from transformers import AutoModel, AutoProcessor
 
 from silc_hf.convert.__main__ import main as convert_main
 from silc_hf.convert.big_vision import from_big_vision, load_npz
-from silc_hf.model_card import render_model_card
+from silc_hf.tools.model_card import render_model_card
 
 from test_remote_code import load_without_package
 

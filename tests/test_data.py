@@ -9,16 +9,12 @@ import pytest
 import torch
 from PIL import Image
 
-from silc_hf.augmentation import MultiCropArguments, MultiCropTransform
-from silc_hf.data import (
-    BadSampleError,
-    MultiCropDataset,
-    SamplePreparer,
-    StreamingMultiCropDataset,
-    expand_braces,
-    load_image_text_dataset,
-    to_rgb,
-)
+from silc_hf.training.arguments import MultiCropArguments
+from silc_hf.training.augmentation import MultiCropTransform
+from silc_hf.data import BadSampleError, load_image_text_dataset, to_rgb
+from silc_hf.data.loading import expand_braces
+from silc_hf.tools.benchmark import photo_like_jpeg
+from silc_hf.training.data import MultiCropDataset, SamplePreparer, StreamingMultiCropDataset
 
 from conftest import shape_image, write_caption_folder
 
@@ -207,7 +203,7 @@ def test_brace_expansion_keeps_zero_padding():
 
 def test_collator_batches_views_and_pads_text(tmp_path):
     from silc_hf import SilcImageProcessor, SilcProcessor
-    from silc_hf.data import SilcMultiCropCollator
+    from silc_hf.training.data import SilcMultiCropCollator
 
     from conftest import clip_tokenizer
 
@@ -220,30 +216,12 @@ def test_collator_batches_views_and_pads_text(tmp_path):
     assert batch["input_ids"].shape[0] == 3 and torch.equal(batch["skipped_samples"], torch.zeros(3, dtype=torch.long))
 
 
-def _photo_like_jpeg(width: int, height: int, seed: int = 0) -> bytes:
-    """Smooth gradients, soft blobs and grain: closer to a photograph's spectrum than noise or flat shapes."""
-    rng = np.random.default_rng(seed)
-    y, x = np.mgrid[0:height, 0:width] / max(width, height)
-    channels = []
-    for _ in range(3):
-        value = sum(np.sin(2 * np.pi * (rng.uniform(1, 12) * x + rng.uniform(1, 12) * y) + rng.uniform(0, 6)) for _ in range(4))
-        for _ in range(6):
-            cx, cy, r = rng.uniform(0, 1), rng.uniform(0, 0.75), rng.uniform(0.02, 0.1)
-            value = value + 2 * np.exp(-((x - cx) ** 2 + (y - cy) ** 2) / r**2)
-        channels.append(value)
-    pixels = np.stack(channels, -1)
-    pixels = (pixels - pixels.min()) / (pixels.max() - pixels.min()) * 230 + rng.normal(0, 3, pixels.shape)
-    buffer = io.BytesIO()
-    Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(buffer, format="JPEG", quality=90)
-    return buffer.getvalue()
-
-
 def test_reduced_jpeg_decoding_gives_the_full_resolution_crops_within_35_db():
     """The data worker decodes a JPEG at 1/2, 1/4 or 1/8 scale when every crop box stays at least as large as its
     view; the views match those cut from the full-resolution decode of the same boxes (PSNR >= 35 dB)."""
     transform = MultiCropTransform(MultiCropArguments(num_local_crops=8, local_crop_size=96), global_crop_size=224)
     preparer = SamplePreparer(transform)
-    data = _photo_like_jpeg(2048, 1536)
+    data = photo_like_jpeg(2048, 1536)
     reduced_somewhere = False
     for seed in range(4):
         fast = preparer({"image": {"bytes": data, "path": None}, "text": "a photo"}, np.random.default_rng(seed))
@@ -311,7 +289,7 @@ def test_a_name_neither_here_nor_on_the_hub_fails_at_once_with_what_to_do(tmp_pa
 def test_scripts_cap_torch_threads_at_a_containers_cpu_quota_unless_omp_num_threads_is_set(tmp_path, monkeypatch):
     import torch
 
-    from silc_hf.cli import cpu_quota, set_cpu_threads
+    from silc_hf.tools.cli import cpu_quota, set_cpu_threads
 
     v2, v1, none = tmp_path / "v2", tmp_path / "v1", tmp_path / "none"
     (v2).mkdir()
@@ -335,7 +313,7 @@ def test_scripts_cap_torch_threads_at_a_containers_cpu_quota_unless_omp_num_thre
 
 
 def test_scripts_print_user_errors_without_a_traceback(capsys, monkeypatch):
-    from silc_hf.cli import run_script
+    from silc_hf.tools.cli import run_script
 
     def main():
         raise ValueError("--train_data is required (on the command line or in --config).")

@@ -8,6 +8,8 @@ from transformers import AutoModel, AutoProcessor, pipeline
 
 from silc_hf.demo import main as demo_main
 
+from conftest import load_script
+
 
 def test_demo_writes_loadable_outputs(tmp_path):
     results = demo_main(
@@ -45,11 +47,7 @@ def test_demo_writes_loadable_outputs(tmp_path):
 
     # the README's evaluation command, as written (no --templates: the model recorded the demo's), gives the
     # demo's numbers
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("evaluate_silc", Path(__file__).parents[1] / "training" / "evaluate_silc.py")
-    evaluate_silc = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(evaluate_silc)
+    evaluate_silc = load_script("training/evaluate_silc.py")
     data = tmp_path / "data"
     cli = evaluate_silc.main([
         "--model", str(model_dir), "--data", str(data / "test"), "--tasks", "classification", "retrieval",
@@ -62,7 +60,7 @@ def test_demo_writes_loadable_outputs(tmp_path):
 def test_the_bundled_example_is_the_scene_the_demo_checks():
     import numpy as np
 
-    from silc_hf.demo import example_scene
+    from silc_hf.demo.main import example_scene
 
     bundled = Image.open(Path(__file__).parents[1] / "examples" / "red_car_and_flower.png")
     scene = example_scene()

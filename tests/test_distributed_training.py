@@ -77,7 +77,7 @@ def test_ddp_on_rank_split_streaming_data_equals_one_process_on_the_global_batch
     """One webdataset shard streamed to 2 ranks is split example by example (rank r reads r, r+2, ...), so
     2 ranks x 8 see the same 16 examples per step as one process x 16; crops are seeded by the example key,
     and the distributed loss equals the global-batch loss: the runs must agree."""
-    from silc_hf.synthetic import export
+    from silc_hf.data.scenes import export
 
     export(str(tmp_path / "wds"), {"train": 64}, seed=0, image_size=32, fmt="webdataset", shard_size=1000)
     data = ["--streaming", "true", "--image_column", "png", "--text_column", "txt", "--eval_data", ""]

@@ -10,7 +10,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
 
-from silc_hf.losses import DistillationLoss, distributed_contrastive_loss, sinkhorn_knopp
+from silc_hf.training.losses import DistillationLoss, distributed_contrastive_loss, sinkhorn_knopp
 
 
 def _embeddings(n=4, dim=5, seed=0):
@@ -190,7 +190,7 @@ def test_two_ranks_equal_one_process_on_the_global_batch():
 
 
 def test_sinkhorn_targets_balance_the_prototypes_and_keep_the_ranking():
-    from silc_hf.losses import sinkhorn_knopp
+    from silc_hf.training.losses import sinkhorn_knopp
 
     generator = torch.Generator().manual_seed(0)
     scores = torch.randn(8, 4, generator=generator, dtype=torch.float64) * 3
@@ -208,7 +208,7 @@ def test_sinkhorn_targets_balance_the_prototypes_and_keep_the_ranking():
 
 
 def test_teacher_diagnostics_equal_hand_computations():
-    from silc_hf.losses import teacher_diagnostics
+    from silc_hf.training.losses import teacher_diagnostics
 
     # 4 teacher rows over K = 4 prototypes: one-hot on 0, one-hot on 2, uniform, (0.5, 0.5, 0, 0)
     probs = torch.tensor(
@@ -231,7 +231,7 @@ def test_teacher_diagnostics_equal_hand_computations():
 
 
 def test_koleo_loss_is_minus_the_mean_log_nearest_neighbour_distance():
-    from silc_hf.losses import koleo_loss
+    from silc_hf.training.losses import koleo_loss
 
     # unit vectors at angles 0, 90 and 100 degrees (features are normalised inside, so scale them)
     angles = [0.0, math.pi / 2, math.radians(100)]

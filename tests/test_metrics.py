@@ -5,11 +5,11 @@ import math
 import pytest
 import torch
 
-from silc_hf.evaluation import (
+from silc_hf.zero_shot.evaluation import results_entry
+from silc_hf.zero_shot.metrics import (
     confusion_matrix,
     linear_probe_accuracy,
     recall_at_k,
-    results_entry,
     segmentation_metrics,
     topk_accuracy,
 )

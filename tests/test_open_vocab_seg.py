@@ -20,10 +20,10 @@ from silc_hf import (
     SilcOpenVocabularySegmentationConfig,
     SilcProcessor,
 )
-from silc_hf.segmentation import tokenize_class_prompts
-from silc_hf.segmentation_training import SegmentationMetrics, SilcSegmentationCollator
+from silc_hf.zero_shot.prompts import tokenize_class_prompts
+from silc_hf.training.open_vocab import SegmentationMetrics, SilcSegmentationCollator
 
-from conftest import clip_tokenizer, tiny_silc_config
+from conftest import clip_tokenizer, load_script, tiny_silc_config
 
 TEMPLATES = ["a {}", "a photo of a {}"]
 CLASSES = ["cat", "dog", "red bird", "blue circle", "square"]
@@ -296,9 +296,7 @@ def write_colour_rectangles(folder, count: int, seed: int) -> None:
 def test_tiny_training_lowers_the_loss_and_improves_seen_miou(tmp_path):
     """training/train_open_vocab_seg.py end to end: a tiny SILC folder, coloured rectangles with "yellow" hidden
     from training; evaluation before the first step and at the end."""
-    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "training"))
-    import train_open_vocab_seg
-
+    train_open_vocab_seg = load_script("training/train_open_vocab_seg.py")
     torch.manual_seed(0)
     silc = SilcModel(tiny_silc_config(loss_type="softmax"))
     silc.save_pretrained(tmp_path / "silc")
@@ -331,7 +329,7 @@ def test_tiny_training_lowers_the_loss_and_improves_seen_miou(tmp_path):
 def test_tower_weights_get_the_scaled_learning_rate(tmp_path):
     from transformers import TrainingArguments
 
-    from silc_hf.segmentation_training import SilcSegmentationTrainer
+    from silc_hf.training.open_vocab import SilcSegmentationTrainer
 
     model = tiny_segmenter()
     model.set_trainable_backbone("attention")
@@ -357,7 +355,7 @@ def test_scene_parse_150_layout_from_local_parquet(tmp_path):
     import datasets
 
     from silc_hf.data import load_image_text_dataset
-    from silc_hf.evaluation import evaluate_segmentation
+    from silc_hf.zero_shot.evaluation import evaluate_segmentation
 
     rng = np.random.default_rng(0)
     annotations = [rng.integers(0, 4, (32, 32), dtype=np.uint8) for _ in range(3)]

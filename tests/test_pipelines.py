@@ -98,8 +98,8 @@ def test_silc_pipeline_truncates_labels_longer_than_the_text_tower(clip_folder, 
     )
     segmenter = pipeline("zero-shot-image-segmentation", model=str(silc_folder))
     for logger_name, run in (
-        ("silc_hf.segmentation", lambda: classifier(image, candidate_labels=[long_label, "a dog"])),
-        ("silc_hf.segmentation", lambda: segmenter(image, candidate_labels=[long_label, "a dog"])),
+        ("silc_hf.zero_shot.prompts", lambda: classifier(image, candidate_labels=[long_label, "a dog"])),
+        ("silc_hf.zero_shot.prompts", lambda: segmenter(image, candidate_labels=[long_label, "a dog"])),
     ):
         with CaptureLogger(logging.get_logger(logger_name)) as captured:
             results = run()

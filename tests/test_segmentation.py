@@ -8,7 +8,7 @@ from PIL import Image
 from transformers import pipeline
 
 from silc_hf import SilcImageProcessor, SilcModel, SilcProcessor
-from silc_hf.segmentation import zero_shot_segmentation
+from silc_hf.zero_shot.segmentation import zero_shot_segmentation
 
 from conftest import clip_tokenizer, tiny_silc_config
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from silc_hf.data import load_image_text_dataset
-from silc_hf.synthetic import CLASS_COLORS, CLASSES, PALETTE, WINDOW, export, generate
+from silc_hf.data.scenes import CLASS_COLORS, CLASSES, PALETTE, WINDOW, export, generate
 
 
 def test_generation_is_deterministic_for_a_seed_and_splits_differ():

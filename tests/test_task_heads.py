@@ -19,7 +19,7 @@ from transformers import (
 
 from silc_hf import SilcBackbone, SilcForImageClassification, SilcImageProcessor, SilcModel, SilcVisionConfig
 
-from conftest import random_image, tiny_silc_config
+from conftest import load_script, random_image, tiny_silc_config
 
 LABELS = {0: "tree", 1: "house", 2: "car"}
 
@@ -136,14 +136,10 @@ def test_upernet_with_a_silc_backbone_trains_and_round_trips(tmp_path):
 def test_the_fine_tuning_script_beats_the_zero_shot_baseline_of_the_same_model(tmp_path):
     """A SILC folder fine-tuned on an imagefolder of red and blue shapes (label = colour): the script prints the
     model's zero-shot top-1 first, then the fine-tuned accuracy, which is higher."""
-    import importlib.util
-    from pathlib import Path
-
     from silc_hf import SilcProcessor
 
     from conftest import clip_tokenizer, shape_image
 
-    root = Path(__file__).resolve().parents[1]
     torch.manual_seed(0)
     tokenizer = clip_tokenizer()
     config = tiny_silc_config(text_config=dict(pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id))
@@ -158,9 +154,7 @@ def test_the_fine_tuning_script_beats_the_zero_shot_baseline_of_the_same_model(t
             shape_image(colour, ("circle", "square")[(i // 2) % 2], seed=i + 100 * count).save(folder / f"{i}.png")
             rows.append({"file_name": f"{i}.png", "label": i % 2})
         (folder / "metadata.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
-    spec = importlib.util.spec_from_file_location("finetune", root / "training" / "finetune_classification.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_script("training/finetune_classification.py")
     common = [
         "--model", str(tmp_path / "silc"), "--train_data", str(tmp_path / "train"), "--eval_data", str(tmp_path / "test"),
         "--class_names", "red", "blue", "--max_steps", "30", "--per_device_train_batch_size", "16", "--report_to",
@@ -179,12 +173,7 @@ def test_the_fine_tuning_script_beats_the_zero_shot_baseline_of_the_same_model(t
 
 
 def test_the_fine_tuning_config_may_name_the_model_and_data(tmp_path):
-    import importlib.util
-    from pathlib import Path
-
-    spec = importlib.util.spec_from_file_location("finetune", Path(__file__).resolve().parents[1] / "training" / "finetune_classification.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_script("training/finetune_classification.py")
     config = tmp_path / "config.json"
     config.write_text(json.dumps({"model": "m", "train_data": "d", "output_dir": str(tmp_path), "max_steps": 3}))
     args, training_args = script.parse_args(["--config", str(config), "--max_steps", "5"])

@@ -2,7 +2,7 @@ import torch
 import torch.nn.functional as F
 
 from silc_hf import SilcModel
-from silc_hf.tokenization import train_clip_tokenizer
+from silc_hf.training.tokenization import train_clip_tokenizer
 
 from conftest import tiny_silc_config
 

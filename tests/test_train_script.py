@@ -1,6 +1,5 @@
 """training/train_silc.py end to end with training/configs/tiny.json on a generated dataset."""
 
-import importlib.util
 import json
 import os
 import shutil
@@ -12,16 +11,13 @@ from transformers import AutoModel, AutoProcessor, pipeline
 
 from silc_hf.data import BadSampleError
 
-from conftest import shape_image, write_caption_folder
+from conftest import load_script, shape_image, write_caption_folder
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("train_silc", ROOT / "training" / "train_silc.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("training/train_silc.py")
 
 
 def _run(data, output_dir, *extra):
@@ -62,11 +58,11 @@ def test_tiny_config_trains_logs_both_parts_and_exports_a_loadable_model(tmp_pat
 
 
 def test_command_line_overrides_the_config_file_and_unknown_keys_are_refused(tmp_path):
-    model_args, data_args, args, inline = _script().parse_args(
+    model_args, data_args, args = _script().parse_args(
         ["--config", str(ROOT / "training/configs/tiny.json"), "--max_steps", "7", "--output_dir", str(tmp_path)]
     )
     assert args.max_steps == 7 and args.num_local_crops == 4 and model_args.train_tokenizer
-    assert inline["vision_config"]["hidden_size"] == 64
+    assert model_args.model_config["vision_config"]["hidden_size"] == 64
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"max_step": 3}))
     with pytest.raises(ValueError, match=r"unknown keys \['max_step'\]"):
@@ -125,8 +121,9 @@ def test_yaml_config_is_read_like_json(tmp_path):
     config = json.loads((ROOT / "training/configs/tiny.json").read_text())
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump({**config, "max_steps": 9}))
-    model_args, data_args, args, inline = _script().parse_args(["--config", str(path), "--output_dir", str(tmp_path)])
-    assert args.max_steps == 9 and data_args.train_data == "synthetic:train:2000" and inline == config["model_config"]
+    model_args, data_args, args = _script().parse_args(["--config", str(path), "--output_dir", str(tmp_path)])
+    assert args.max_steps == 9 and data_args.train_data == "synthetic:train:2000"
+    assert model_args.model_config == config["model_config"]
 
 
 def test_silc_fine_tuning_starts_from_an_hf_clip_checkpoint(tmp_path, clip_folder):
@@ -201,9 +198,7 @@ def test_a_killed_run_rerun_with_the_same_command_resumes_from_its_newest_comple
     classifier = pipeline("zero-shot-image-classification", model=str(checkpoint))
     labels = ["a red circle", "a blue square"]
     assert len(classifier(shape_image("red", "circle", 5), candidate_labels=labels, hypothesis_template="{}")) == 2
-    spec = importlib.util.spec_from_file_location("evaluate_silc", ROOT / "training" / "evaluate_silc.py")
-    evaluate_silc = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(evaluate_silc)
+    evaluate_silc = load_script("training/evaluate_silc.py")
     results = evaluate_silc.main(["--model", str(checkpoint), "--data", str(tmp_path / "data"), "--tasks", "retrieval"])
     assert 0 <= results["results"][0]["metrics"]["image_to_text_R@1"] <= 1
 
@@ -225,9 +220,9 @@ def test_help_is_short_leads_with_config_and_documents_every_silc_argument(capsy
 
     from transformers import TrainingArguments
 
-    from silc_hf.data import SilcDataArguments
-    from silc_hf.factory import SilcModelArguments
-    from silc_hf.trainer import SilcTrainingArguments
+    from silc_hf.training.arguments import SilcDataArguments
+    from silc_hf.training.arguments import SilcModelArguments
+    from silc_hf.training.arguments import SilcTrainingArguments
 
     with pytest.raises(SystemExit):
         _script().parse_args(["--help"])

@@ -2,7 +2,7 @@
 
     python training/evaluate_silc.py --model outputs/tiny --data synthetic:test:500 \\
         --tasks classification retrieval segmentation linear_probe --probe_data synthetic:train:2000 \\
-        --ignore_index 0 --mask_offset 1 --output outputs/tiny/results.json
+        --ignore_index 0 --mask_offset 1 --results outputs/tiny/results.json
 
 Any `datasets` dataset works (`--data` takes what `--train_data` takes); name its columns with
 `--image_column`, `--text_column`, `--label_column`, `--mask_column`. Class names come from a `ClassLabel`
@@ -15,10 +15,10 @@ import torch
 from transformers import AutoModel, AutoProcessor
 
 import silc_hf  # noqa: F401  (registers "silc" with the Auto classes)
-from silc_hf.cli import ArgumentParser, run_script
+from silc_hf.configuration_silc import DEFAULT_PROMPT_TEMPLATES
 from silc_hf.data import load_image_text_dataset
-from silc_hf.evaluation import TASKS, evaluate
-from silc_hf.segmentation import DEFAULT_TEMPLATES
+from silc_hf.tools.cli import ArgumentParser, run_script
+from silc_hf.zero_shot.evaluation import TASKS, evaluate
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -46,8 +46,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--probe_data", help="training images for the linear probe")
     parser.add_argument("--shots", type=int, default=10)
     parser.add_argument("--batch_size", type=int, default=64)
-    parser.add_argument("--output", help="write the results JSON here")
-    args = parser.parse_args(argv)
+    parser.add_argument("--results", help="write the results JSON here")
+    args = parser.parse(argv)
 
     model = AutoModel.from_pretrained(args.model).eval()
     processor = AutoProcessor.from_pretrained(args.model)
@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> dict:
             text_column=args.text_column,
             label_column=args.label_column,
             mask_column=args.mask_column,
-            templates=tuple(args.templates or getattr(model.config, "zero_shot_templates", None) or DEFAULT_TEMPLATES),
+            templates=tuple(args.templates or model.config.zero_shot_templates or DEFAULT_PROMPT_TEMPLATES),
             method=args.dense_method,
             ignore_index=args.ignore_index,
             mask_offset=args.mask_offset,
@@ -77,8 +77,8 @@ def main(argv: list[str] | None = None) -> dict:
     results["model"] = args.model
     for entry in results["results"]:
         print(entry["task"], json.dumps(entry["metrics"]))
-    if args.output:
-        with open(args.output, "w") as file:
+    if args.results:
+        with open(args.results, "w") as file:
             json.dump(results, file, indent=2)
     return results
 

@@ -3,9 +3,22 @@
 Importing the package registers the "silc" model type with the Auto classes (AutoConfig, AutoModel,
 AutoModelForZeroShotImageClassification, AutoModelForImageClassification, AutoBackbone, AutoProcessor,
 AutoImageProcessor, AutoTokenizer) and the open-vocabulary segmenter "silc_open_vocabulary_segmentation" (AutoModel
-and the zero-shot-image-segmentation pipeline), and marks the
-classes for `trust_remote_code` export, so that a saved folder also loads where this package is absent.
+and the zero-shot-image-segmentation pipeline), and marks the classes for `trust_remote_code` export, so that a
+saved folder also loads where this package is absent.
+
+Layout by role: this folder holds exactly the model files a saved folder ships (configuration, modeling,
+open-vocabulary modeling, image processing, processing); `zero_shot/` uses the models (prompts, segmentation,
+pipelines, metrics, evaluation); `training/` trains them; `convert/` converts checkpoints; `data/` reads datasets
+and generates the scenes; `tools/` holds the scripts' plumbing, model cards and plots; `demo/` is the main job.
+Importing `silc_hf` or `silc_hf.zero_shot` does not import `silc_hf.training`; the training classes named here
+(`SilcTrainer`, ...) are imported on first use.
 """
+
+import importlib
+import importlib.abc
+import importlib.util
+import sys
+import warnings
 
 from transformers import (
     AutoBackbone,
@@ -36,9 +49,8 @@ from .modeling_silc import (
     SilcVisionModel,
 )
 from .modeling_silc_open_vocab_seg import SilcForOpenVocabularySegmentation
-from .pipelines import SilcZeroShotImageClassificationPipeline
 from .processing_silc import SilcProcessor
-from .segmentation import SilcZeroShotImageSegmentationPipeline
+from .zero_shot.pipelines import SilcZeroShotImageClassificationPipeline, SilcZeroShotImageSegmentationPipeline
 
 AutoConfig.register("silc", SilcConfig, exist_ok=True)
 AutoConfig.register("silc_vision_model", SilcVisionConfig, exist_ok=True)
@@ -81,20 +93,59 @@ SilcForOpenVocabularySegmentation.register_for_auto_class("AutoModel")
 SilcImageProcessor.register_for_auto_class("AutoImageProcessor")
 SilcProcessor.register_for_auto_class("AutoProcessor")
 
-# Training classes pull in Trainer, accelerate and datasets: imported on first use.
-_LAZY = {
-    "SilcTrainer": "trainer",
-    "SilcTrainingArguments": "trainer",
-    "SilcPretrainingModel": "distillation",
+
+def __getattr__(name: str):
+    """The training classes (`silc_hf.training.__all__`: `SilcTrainer`, `SilcTrainingArguments`, ...) on first use:
+    they pull in the Trainer stack, which inference does not need."""
+    if not name.startswith("__"):
+        training = importlib.import_module(".training", __name__)
+        if name in training.__all__:
+            return getattr(training, name)
+    raise AttributeError(f"module 'silc_hf' has no attribute {name!r}")
+
+
+# Module paths of the flat layout (silc-hf 0.1 until the layout by role), still importable with a FutureWarning:
+# user code, and `training_args.bin` files that pickled `silc_hf.trainer.SilcTrainingArguments`. `silc_hf.data`
+# is a package of its own now; the names it no longer holds are forwarded by `silc_hf.data.__getattr__`.
+OLD_MODULES = {
+    "augmentation": "training.augmentation",
+    "checkpoints": "training.checkpoints",
+    "cli": "tools.cli",
+    "distillation": "training.pretraining",
+    "evaluation": "zero_shot.evaluation",
+    "factory": "training.run",
+    "losses": "training.losses",
+    "model_card": "tools.model_card",
+    "pipelines": "zero_shot.pipelines",
+    "plotting": "tools.plotting",
+    "segmentation": "zero_shot.segmentation",
+    "segmentation_training": "training.open_vocab",
+    "synthetic": "data.scenes",
+    "tokenization": "training.tokenization",
+    "trainer": "training.trainer",
 }
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        import importlib
+class _OldModuleFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Resolves `silc_hf.<old name>` to the module that now holds its contents (the same module object)."""
 
-        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
-    raise AttributeError(f"module 'silc_hf' has no attribute {name!r}")
+    def find_spec(self, fullname, path=None, target=None):
+        package, _, name = fullname.rpartition(".")
+        if package != __name__ or name not in OLD_MODULES:
+            return None
+        return importlib.util.spec_from_loader(fullname, self)
+
+    def create_module(self, spec):
+        new = f"{__name__}.{OLD_MODULES[spec.name.rpartition('.')[2]]}"
+        warnings.warn(f"{spec.name} moved to {new}; import it from there.", FutureWarning, stacklevel=2)
+        return importlib.import_module(new)
+
+    def exec_module(self, module):
+        pass  # the module was imported (and executed) under its new name
+
+
+if not any(isinstance(finder, _OldModuleFinder) for finder in sys.meta_path):
+    sys.meta_path.append(_OldModuleFinder())
 
 
 __all__ = [
@@ -105,13 +156,10 @@ __all__ = [
     "SilcImageProcessor",
     "SilcModel",
     "SilcOpenVocabularySegmentationConfig",
-    "SilcPretrainingModel",
     "SilcPreTrainedModel",
     "SilcProcessor",
     "SilcTextConfig",
     "SilcTextModel",
-    "SilcTrainer",
-    "SilcTrainingArguments",
     "SilcVisionConfig",
     "SilcVisionModel",
     "SilcZeroShotImageClassificationPipeline",

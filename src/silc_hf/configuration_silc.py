@@ -15,6 +15,8 @@ from transformers.configuration_utils import PreTrainedConfig
 VISION_POOLING_TYPES = ("cls", "map", "mean")
 TEXT_POOLING_TYPES = ("eos", "argmax", "last", "first", "mean")
 LOSS_TYPES = ("softmax", "sigmoid")
+# Prompts of a class name (`{}`) for zero-shot use when a model names none of its own (`SilcConfig.zero_shot_templates`).
+DEFAULT_PROMPT_TEMPLATES = ("a photo of a {}.", "a picture of a {}.", "an image of a {}.", "a {}.")
 
 
 def _check_choice(config: PreTrainedConfig, field: str, choices: tuple[str, ...]) -> None:
@@ -42,6 +44,14 @@ def _check_tower(config: PreTrainedConfig) -> None:
         )
     if config.projection_dim is not None and config.projection_dim < 1:
         raise ValueError(f"{name}.projection_dim={config.projection_dim} must be positive, or None for no projection.")
+
+
+def _check_templates(config: PreTrainedConfig, templates, field: str = "zero_shot_templates") -> None:
+    if not templates or any("{}" not in t for t in templates):
+        raise ValueError(
+            f"{type(config).__name__}.{field}={list(templates or [])!r}: give at least one template, each with '{{}}' "
+            "for the class name, e.g. ['a photo of a {}.']."
+        )
 
 
 def _divisor_near(n: int, k: int) -> int:
@@ -218,6 +228,10 @@ class SilcConfig(PreTrainedConfig):
             softmax (CLIP) and ln(10) for sigmoid (SigLIP).
         logit_bias_init_value (`float`): initial logit bias. Defaults to 0 for softmax (where a bias has no
             effect on the loss or the scores) and -10 for sigmoid (SigLIP).
+        zero_shot_templates (`list[str]`, *optional*): the prompts (`"{}"` is the class name) this model is meant to
+            be used with zero-shot, e.g. the wording of the captions it was trained on; the evaluation and
+            [`SilcForOpenVocabularySegmentation.from_silc_pretrained`] use them by default. `None`:
+            `DEFAULT_PROMPT_TEMPLATES`.
 
     Example:
 
@@ -236,6 +250,7 @@ class SilcConfig(PreTrainedConfig):
     loss_type: str = "sigmoid"
     logit_scale_init_value: float | int | None = None
     logit_bias_init_value: float | int | None = None
+    zero_shot_templates: list[str] | None = None
     initializer_factor: float = 1.0
 
     def __post_init__(self, **kwargs):
@@ -253,6 +268,8 @@ class SilcConfig(PreTrainedConfig):
 
     def validate_architecture(self):
         _check_choice(self, "loss_type", LOSS_TYPES)
+        if self.zero_shot_templates is not None:
+            _check_templates(self, self.zero_shot_templates)
         image_dim, text_dim = self.vision_config.output_dim, self.text_config.output_dim
         if image_dim != text_dim:
             raise ValueError(
@@ -265,9 +282,6 @@ class SilcConfig(PreTrainedConfig):
     def silc_b16(cls, **kwargs) -> "SilcConfig":
         """The `silc-b16` architecture: ViT-B/16 at 224 px with a MAP head, B-size text tower (64 tokens)."""
         return cls(text_config=SilcTextConfig(), vision_config=SilcVisionConfig(), **kwargs)
-
-
-DEFAULT_PROMPT_TEMPLATES = ("a photo of a {}.", "a picture of a {}.", "an image of a {}.", "a {}.")
 
 
 class SilcOpenVocabularySegmentationConfig(PreTrainedConfig):
@@ -323,11 +337,7 @@ class SilcOpenVocabularySegmentationConfig(PreTrainedConfig):
     def validate_architecture(self):
         _check_choice(self, "dense_method", ("plain", "value"))
         name = type(self).__name__
-        if not self.prompt_templates or any("{}" not in t for t in self.prompt_templates):
-            raise ValueError(
-                f"{name}.prompt_templates={self.prompt_templates!r}: give at least one template, each with '{{}}' "
-                "for the class name, e.g. ['a photo of a {}.']."
-            )
+        _check_templates(self, self.prompt_templates, "prompt_templates")
         if self.decoder_hidden_size % self.num_attention_heads:
             raise ValueError(
                 f"{name}.decoder_hidden_size={self.decoder_hidden_size} is not divisible by num_attention_heads="
@@ -348,6 +358,7 @@ class SilcOpenVocabularySegmentationConfig(PreTrainedConfig):
 
 
 __all__ = [
+    "DEFAULT_PROMPT_TEMPLATES",
     "SilcConfig",
     "SilcOpenVocabularySegmentationConfig",
     "SilcTextConfig",

@@ -110,7 +110,7 @@ class SilcForOpenVocabularySegmentation(SilcPreTrainedModel):
 
     Class names reach the model as tokenised prompts, `input_ids` of shape `(num_classes * num_templates, seq)`
     in class-major order (class 0 with every template, then class 1, ...), one template per entry of
-    `config.prompt_templates`; [`silc_hf.segmentation.tokenize_class_prompts`] builds them. Their text
+    `config.prompt_templates`; [`silc_hf.zero_shot.tokenize_class_prompts`] builds them. Their text
     embeddings are cached per class set while they cannot change (no gradient flows to the text tower); the cache
     is cleared whenever the model switches between `train()` and `eval()`.
     """
@@ -161,9 +161,8 @@ class SilcForOpenVocabularySegmentation(SilcPreTrainedModel):
         templates default to the ones the SILC model was evaluated with (`zero_shot_templates` in its config),
         else CAT-Seg-like photo prompts; `config_kwargs` set any other field of the config."""
         silc = SilcModel.from_pretrained(pretrained_model_name_or_path)
-        templates = getattr(silc.config, "zero_shot_templates", None)
-        if templates and "prompt_templates" not in config_kwargs:
-            config_kwargs["prompt_templates"] = list(templates)
+        if silc.config.zero_shot_templates and "prompt_templates" not in config_kwargs:
+            config_kwargs["prompt_templates"] = list(silc.config.zero_shot_templates)
         config = SilcOpenVocabularySegmentationConfig(silc_config=silc.config.to_dict(), **config_kwargs)
         model = cls(config)
         model.silc.load_state_dict(silc.state_dict())
@@ -213,7 +212,7 @@ class SilcForOpenVocabularySegmentation(SilcPreTrainedModel):
             raise ValueError(
                 f"input_ids has shape {tuple(input_ids.shape)}; pass (num_classes * {num_templates}, seq): every class "
                 f"with each of the config's {num_templates} prompt templates, class-major "
-                "(silc_hf.segmentation.tokenize_class_prompts builds it)."
+                "(silc_hf.zero_shot.tokenize_class_prompts builds it)."
             )
         cacheable = not (
             torch.is_grad_enabled() and any(p.requires_grad for p in self.silc.text_model.parameters())

@@ -6,15 +6,16 @@ python -m silc_hf.convert open-clip open_clip_pytorch_model.bin ViT-B-16.json ./
 python -m silc_hf.convert big-vision silc_b16.npz ./silc-b16 --tokenizer path/to/spiece.model [--push-to-hub org/silc-b16]
 """
 
+import functools
 import os
 
 from transformers import AutoTokenizer
 from transformers.image_utils import PILImageResampling
 
-from ..cli import ArgumentParser, run_script
 from ..image_processing_silc import SilcImageProcessor
-from ..model_card import write_model_card
 from ..processing_silc import SilcProcessor
+from ..tools.cli import ArgumentParser, run_script
+from ..tools.model_card import write_model_card
 from .big_vision import from_big_vision
 from .hf import from_hf_clip, from_hf_siglip, silc_processor_from
 from .open_clip import from_open_clip
@@ -179,8 +180,10 @@ def convert_big_vision(
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = ArgumentParser(prog="python -m silc_hf.convert", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="kind", required=True)
+    parser = ArgumentParser(prog="python -m silc_hf.convert", description=__doc__.splitlines()[0], config_file=False)
+    sub = parser.add_subparsers(
+        dest="kind", required=True, parser_class=functools.partial(ArgumentParser, config_file=False)
+    )
     for kind, what in (("hf-clip", "a transformers CLIPModel"), ("hf-siglip", "a transformers SiglipModel")):
         p = sub.add_parser(kind, help=f"convert {what} (folder or Hub id)")
         p.add_argument("source", help="folder or Hub id of the source model and its processor")
@@ -210,7 +213,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--eos-token-id", type=int, help="default: the tokenizer's, else 1")
     p.add_argument("--results", help="evaluation results JSON to put in the model card")
     p.add_argument("--push-to-hub", metavar="ORG/NAME", help="upload the folder to this Hub repository")
-    args = parser.parse_args(argv)
+    args = parser.parse(argv)
     if args.kind == "big-vision":
         convert_big_vision(
             args.checkpoint,

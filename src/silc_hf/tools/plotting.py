@@ -5,6 +5,8 @@ metric-vs-step curves of several runs, and a segmentation gallery with a legend.
 
 import numpy as np
 
+from ..zero_shot.metrics import IMAGE_TO_TEXT_R1, SEGMENTATION_MIOU, ZERO_SHOT_TOP1
+
 LOSSES = {"loss": "total", "contrastive_loss": "image-text", "distillation_loss": "distillation"}
 DIAGNOSTICS = {
     "teacher_entropy_fraction": "teacher entropy / ln K (per sample; healthy: low)",
@@ -12,9 +14,9 @@ DIAGNOSTICS = {
     "student_feature_cosine": "student bottleneck cosine between images (healthy: low)",
 }
 EVALUATIONS = {
-    "eval_zero_shot_top1": "zero-shot top-1",
-    "eval_image_to_text_R@1": "image→text R@1",
-    "eval_segmentation_mIoU": "zero-shot segmentation mIoU",
+    f"eval_{ZERO_SHOT_TOP1}": "zero-shot top-1",
+    f"eval_{IMAGE_TO_TEXT_R1}": "image→text R@1",
+    f"eval_{SEGMENTATION_MIOU}": "zero-shot segmentation mIoU",
 }
 
 
@@ -44,7 +46,7 @@ PRETRAINING_PANELS = (
 
 def plot_training(log_history: list[dict], path: str, title: str = "", panels=PRETRAINING_PANELS) -> None:
     """Panels of logged quantities against the optimizer step, each `(names, ylabel, title, ylim)`; by default
-    the losses, the teacher diagnostics (see `silc_hf.losses.teacher_diagnostics`) and the zero-shot metrics of
+    the losses, the teacher diagnostics (see `silc_hf.training.losses.teacher_diagnostics`) and the zero-shot metrics of
     the evaluators. Evaluations (names starting with `eval_`) are drawn with markers."""
     plt = _pyplot()
     figure, axes = plt.subplots(1, len(panels), figsize=(16 * len(panels) / 3, 4.2), squeeze=False)

@@ -1,22 +1,21 @@
-"""SILC's local-to-global self-distillation: the DINO head, the EMA teacher and the pretraining wrapper.
+"""SILC's pretraining task: the DINO head, the EMA teacher and the wrapper that the `Trainer` trains.
 
-`SilcPretrainingModel` is what the `Trainer` trains (DINOv2's `SSLMetaArch` in Hugging Face form). It holds
-the student `SilcModel`, the student head, the teacher (a frozen float32 copy of the student's vision tower
+`SilcPretrainingModel` is the task (DINOv2's `SSLMetaArch`, open_clip's distillation task, in Hugging Face
+form). It holds the student `SilcModel`, the student head, the teacher (a frozen float32 copy of the student's vision tower
 and head, always in eval mode) and the distillation loss with its center; all of it is in the checkpoints,
 and only the student is exported.
 """
 
 import copy
-import math
 from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..modeling_silc import SilcModel
 from .augmentation import apply_photometric
 from .losses import DistillationLoss, distributed_contrastive_loss, koleo_loss, teacher_diagnostics
-from .modeling_silc import SilcModel
 
 
 class DINOHead(nn.Module):
@@ -80,7 +79,6 @@ class SilcTeacher(nn.Module):
         return self.head(self.vision_model(pixel_values=pixel_values).pooler_output)
 
 
-@torch.no_grad()
 def _float32(device: torch.device):
     """A region computed in float32 even inside the Trainer's bf16/fp16 autocast (photometric ops, losses)."""
     return torch.autocast(device.type, enabled=False)
@@ -93,30 +91,17 @@ def ema_update(teacher: Sequence[torch.Tensor], student: Sequence[torch.Tensor],
     torch._foreach_add_(teacher, student, alpha=1 - momentum)
 
 
-def cosine_schedule(start: float, end: float, step: int, total_steps: int) -> float:
-    """Half-cosine from `start` (step 0) to `end` (step `total_steps`), constant after."""
-    progress = min(max(step, 0) / max(total_steps, 1), 1.0)
-    return end + (start - end) * (1 + math.cos(math.pi * progress)) / 2
-
-
-def linear_warmup(start: float, end: float, step: int, warmup_steps: int) -> float:
-    """Linear from `start` (step 0) to `end` (step `warmup_steps`), constant after."""
-    if warmup_steps <= 0:
-        return end
-    return start + (end - start) * min(max(step, 0) / warmup_steps, 1.0)
-
-
 class SilcPretrainingModel(nn.Module):
     """Student `SilcModel` + student head + EMA teacher + distillation loss; returns SILC's named losses.
 
     `forward` takes the multi-crop batch (uint8 views and their photometric parameters, see
-    `augmentation.py`), texts, and the step-dependent teacher temperature and distillation weight:
+    `silc_hf.training.augmentation`), texts, and the step-dependent teacher temperature and distillation weight:
 
         loss = contrastive_weight * mean over global views v of contrastive(image_v, text)
                + distill_weight * distillation
 
     The student's global forward serves both terms; the texts are encoded once for both global views. The
-    outputs also carry the teacher diagnostics (`losses.teacher_diagnostics`) whenever distillation runs.
+    outputs also carry the teacher diagnostics (`silc_hf.training.losses.teacher_diagnostics`) whenever distillation runs.
     """
 
     def __init__(

@@ -1,54 +1,39 @@
-"""Builds what a SILC training run needs from its arguments: the model and processor (from a config, or
-initialised from an HF CLIP / SigLIP / SILC checkpoint), the multi-crop datasets and the `SilcTrainer`.
-Shared by `training/train_silc.py` and `python -m silc_hf.demo`.
+"""The run builder: what a SILC training run needs from its arguments — the model and processor (from a config, or
+initialised from an HF CLIP / SigLIP / SILC checkpoint), the multi-crop datasets, the `SilcTrainer` — and the run
+itself with its report. Shared by `training/train_silc.py` and `python -m silc_hf.demo`.
 """
 
 import os
-from dataclasses import dataclass, field
 
 from transformers import AutoConfig, AutoProcessor, AutoTokenizer, set_seed
 from transformers.utils import logging
 
+from ..configuration_silc import DEFAULT_PROMPT_TEMPLATES, SilcConfig
+from ..convert import from_hf_clip, from_hf_siglip, silc_processor_from
+from ..data import load_image_text_dataset
+from ..image_processing_silc import SilcImageProcessor
+from ..modeling_silc import SilcModel
+from ..processing_silc import SilcProcessor
+from ..tools.model_card import write_model_card
+from ..tools.plotting import plot_training
+from ..zero_shot.evaluation import ZeroShotEvaluator, results_entry
+from ..zero_shot.metrics import (
+    CLASSIFICATION_TASK,
+    IMAGE_TO_TEXT_R1,
+    RETRIEVAL_TASK,
+    SEGMENTATION_MIOU,
+    SEGMENTATION_TASK,
+    TEXT_TO_IMAGE_R1,
+    ZERO_SHOT_TOP1,
+)
+from .arguments import SilcDataArguments, SilcModelArguments, SilcTrainingArguments
 from .augmentation import MultiCropTransform
 from .checkpoints import resolve_resume_checkpoint
-from .configuration_silc import SilcConfig
-from .convert import from_hf_clip, from_hf_siglip, silc_processor_from
-from .data import (
-    MultiCropDataset,
-    SamplePreparer,
-    SilcDataArguments,
-    SilcMultiCropCollator,
-    StreamingMultiCropDataset,
-    load_image_text_dataset,
-)
-from .evaluation import ZeroShotEvaluator, results_entry
-from .segmentation import DEFAULT_TEMPLATES
-from .image_processing_silc import SilcImageProcessor
-from .model_card import write_model_card
-from .modeling_silc import SilcModel
-from .plotting import plot_training
-from .processing_silc import SilcProcessor
+from .data import MultiCropDataset, SamplePreparer, SilcMultiCropCollator, StreamingMultiCropDataset
 from .tokenization import train_clip_tokenizer
-from .trainer import SilcTrainer, SilcTrainingArguments
+from .trainer import SilcTrainer
 
 logger = logging.get_logger(__name__)
-
-
-@dataclass
-class SilcModelArguments:
-    """Which model to train and with which tokenizer."""
-
-    model_config: str | None = field(
-        default=None, metadata={"help": "a SilcConfig JSON file or 'silc-b16' (a config file may inline the dict)"}
-    )
-    init_from: str | None = field(
-        default=None, metadata={"help": "start from an HF CLIP, SigLIP or SILC folder / Hub id"}
-    )
-    tokenizer: str | None = field(default=None, metadata={"help": "tokenizer folder or Hub id (when not init_from)"})
-    train_tokenizer: bool = field(default=False, metadata={"help": "train a BPE tokenizer on the training captions"})
-    tokenizer_vocab_size: int = field(default=8192, metadata={"help": "vocabulary size of a trained tokenizer"})
-    tokenizer_training_captions: int = field(default=200_000, metadata={"help": "captions read to train the tokenizer"})
-    attn_implementation: str = field(default="sdpa", metadata={"help": "'sdpa', 'eager' or 'flash_attention_2'"})
 
 
 def read_captions(dataset, column: str, limit: int) -> list[str]:
@@ -76,14 +61,14 @@ def load_initial_model(path: str):
     raise ValueError(f"--init_from {path} is a {model_type!r} model; use an HF CLIP, SigLIP or SILC checkpoint.")
 
 
-def build_model_and_processor(
-    model_args: SilcModelArguments, inline_config: dict | None, captions_source, text_column: str
-):
+def build_model_and_processor(model_args: SilcModelArguments, captions_source, text_column: str):
+    """A new `SilcModel` (config from `model_args.model_config`: a dict, a JSON file or "silc-b16") with its processor
+    and tokenizer, or the model and processor of `model_args.init_from`."""
     if model_args.init_from:
         model, processor = load_initial_model(model_args.init_from)
     else:
-        if inline_config is not None:
-            config = SilcConfig(**inline_config)
+        if isinstance(model_args.model_config, dict):  # inlined in a --config file
+            config = SilcConfig(**model_args.model_config)
         elif model_args.model_config in (None, "silc-b16"):
             config = SilcConfig.silc_b16()
         else:
@@ -145,10 +130,7 @@ def build_dataset(raw, data_args: SilcDataArguments, args: SilcTrainingArguments
 
 
 def build_trainer(
-    model_args: SilcModelArguments,
-    data_args: SilcDataArguments,
-    args: SilcTrainingArguments,
-    inline_config: dict | None = None,
+    model_args: SilcModelArguments, data_args: SilcDataArguments, args: SilcTrainingArguments
 ) -> SilcTrainer:
     """Model, processor, datasets and collator for a run, wrapped in a `SilcTrainer` (not yet trained)."""
     if not data_args.train_data:
@@ -163,7 +145,7 @@ def build_trainer(
     if checkpoint and os.path.isdir(checkpoint) and not model_args.init_from:
         model_args.tokenizer, model_args.train_tokenizer = checkpoint, False  # the tokenizer the run was trained with
     set_seed(args.seed)  # before any weight is initialised: every rank (and every rerun) builds the same model
-    model, processor = build_model_and_processor(model_args, inline_config, train_raw, data_args.text_column)
+    model, processor = build_model_and_processor(model_args, train_raw, data_args.text_column)
     if data_args.zero_shot_templates:  # saved with the model: evaluate_silc.py uses them by default
         model.config.zero_shot_templates = list(data_args.zero_shot_templates)
     image_size = model.config.vision_config.image_size
@@ -175,7 +157,7 @@ def build_trainer(
         evaluator = ZeroShotEvaluator(
             eval_raw,
             class_names=data_args.zero_shot_class_names,
-            templates=data_args.zero_shot_templates or DEFAULT_TEMPLATES,
+            templates=data_args.zero_shot_templates or DEFAULT_PROMPT_TEMPLATES,
             image_column=data_args.image_column,
             text_column=data_args.text_column,
             label_column=data_args.label_column,
@@ -196,13 +178,10 @@ def build_trainer(
 
 
 def run_training(
-    model_args: SilcModelArguments,
-    data_args: SilcDataArguments,
-    args: SilcTrainingArguments,
-    inline_config: dict | None = None,
+    model_args: SilcModelArguments, data_args: SilcDataArguments, args: SilcTrainingArguments
 ) -> SilcTrainer:
     """Train, export the model with its processor to `args.output_dir`, and evaluate if there is eval data."""
-    trainer = build_trainer(model_args, data_args, args, inline_config)
+    trainer = build_trainer(model_args, data_args, args)
     result = trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
     trainer.save_model()
     trainer.log_metrics("train", result.metrics)
@@ -220,10 +199,10 @@ def run_training(
 
 # eval metric -> (model-card task, metric name)
 CARD_METRICS = {
-    "eval_zero_shot_top1": ("zero-shot-image-classification", "top1_accuracy"),
-    "eval_image_to_text_R@1": ("image-text-retrieval", "image_to_text_R@1"),
-    "eval_text_to_image_R@1": ("image-text-retrieval", "text_to_image_R@1"),
-    "eval_segmentation_mIoU": ("zero-shot-image-segmentation", "mIoU"),
+    f"eval_{ZERO_SHOT_TOP1}": (CLASSIFICATION_TASK, "top1_accuracy"),
+    f"eval_{IMAGE_TO_TEXT_R1}": (RETRIEVAL_TASK, IMAGE_TO_TEXT_R1),
+    f"eval_{TEXT_TO_IMAGE_R1}": (RETRIEVAL_TASK, TEXT_TO_IMAGE_R1),
+    f"eval_{SEGMENTATION_MIOU}": (SEGMENTATION_TASK, "mIoU"),
 }
 
 

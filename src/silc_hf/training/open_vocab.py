@@ -1,6 +1,7 @@
-"""Training [`SilcForOpenVocabularySegmentation`] with the `Trainer`: a collator for (image, mask) datasets with
-a class-name list, mIoU on seen and unseen classes through `compute_metrics`, and a `Trainer` whose evaluation
-batches come from their own collator (all classes, no augmentation) while training sees only the seen classes.
+"""Fine-tuning [`SilcForOpenVocabularySegmentation`] with the `Trainer`: a collator for (image, mask) datasets with
+a class-name list, mIoU on seen and unseen classes through `compute_metrics`, a `Trainer` whose evaluation
+batches come from their own collator (all classes, no augmentation) while training sees only the seen classes, and
+the whole fine-tuning run of `training/train_open_vocab_seg.py` (`train_open_vocab_segmenter`).
 
 Masks hold integer class ids: class `i` of the collator's `class_names` has mask value `mask_ids[i]` (default
 `i`; ADE20K's `scene_parse_150` uses 0 for "other" and 1..150 for its classes: `mask_ids=range(1, 151)`); every
@@ -13,14 +14,28 @@ other value, including the ids of classes hidden from training, becomes `ignore_
                             preprocess_logits_for_metrics=SegmentationMetrics.predict, ...)
 """
 
+import json
+import os
+
 import numpy as np
 import torch
 from PIL import Image
-from transformers import Trainer
+from transformers import AutoProcessor, Trainer, TrainingArguments, set_seed
 
-from .data import to_rgb
-from .evaluation import confusion_matrix, segmentation_metrics
-from .segmentation import tokenize_class_prompts
+from ..data import load_image_text_dataset, to_rgb
+from ..modeling_silc_open_vocab_seg import SilcForOpenVocabularySegmentation
+from ..tools.plotting import plot_training
+from ..zero_shot.evaluation import evaluate_segmentation
+from ..zero_shot.metrics import (
+    classes_of_mask,
+    confusion_matrix,
+    mask_value_lookup,
+    segmentation_metrics,
+    summarize_iou,
+)
+from ..zero_shot.prompts import tokenize_class_prompts
+from .arguments import OpenVocabSegArguments
+from .optimization import split_param_groups
 
 
 class SilcSegmentationCollator:
@@ -55,16 +70,15 @@ class SilcSegmentationCollator:
             raise ValueError(
                 f"mask_ids={mask_ids} must give one non-negative mask value per class of {self.class_names}."
             )
-        self.lookup = np.full(max(mask_ids) + 2, self.ignore_index, dtype=np.int64)  # last entry: any larger id
-        self.lookup[mask_ids] = np.arange(len(mask_ids))
+        self.lookup = mask_value_lookup(mask_ids, missing=self.ignore_index)
         self.prompts = tokenize_class_prompts(
             processor.tokenizer, config.silc_config.text_config, self.class_names, config.prompt_templates
         )
         self.rng = np.random.default_rng(seed)
 
-    def labels(self, mask: np.ndarray) -> np.ndarray:
+    def labels(self, mask: np.ndarray) -> torch.Tensor:
         """Class indices `(H, W)` from a mask of class ids; values outside the class set -> `ignore_index`."""
-        return self.lookup[np.minimum(mask.astype(np.int64), len(self.lookup) - 1)]
+        return classes_of_mask(torch.from_numpy(np.asarray(mask, dtype=np.int64)), self.lookup)
 
     def _view(self, image: Image.Image, mask: Image.Image) -> tuple[Image.Image, Image.Image]:
         if image.size != mask.size:
@@ -90,7 +104,7 @@ class SilcSegmentationCollator:
         for example in examples:
             image, mask = self._view(to_rgb(example[self.image_column]), example[self.mask_column])
             images.append(image)
-            labels.append(torch.from_numpy(self.labels(np.asarray(mask))))
+            labels.append(self.labels(np.asarray(mask)))
         pixel_values = self.image_processor(
             images=images, return_tensors="pt", do_resize=False, do_center_crop=False
         )["pixel_values"]
@@ -142,16 +156,8 @@ class SilcSegmentationTrainer(Trainer):
         optimizer = super().create_optimizer(model)
         if self.backbone_learning_rate_scale == 1.0:
             return optimizer
-        tower = {id(p) for p in self.model.silc.parameters()}
-        groups = []
-        for group in optimizer.param_groups:
-            for in_tower in (True, False):
-                params = [p for p in group["params"] if (id(p) in tower) == in_tower]
-                if params:
-                    scale = self.backbone_learning_rate_scale if in_tower else 1.0
-                    groups.append({**group, "params": params, "lr": group["lr"] * scale})
-        optimizer.param_groups = groups
-        return optimizer
+        scale = self.backbone_learning_rate_scale
+        return split_param_groups(optimizer, self.model.silc.parameters(), lambda lr: lr * scale)
 
     def _with_eval_collator(self, make_dataloader, dataset):
         train_collator, self.data_collator = self.data_collator, self.eval_data_collator
@@ -172,18 +178,78 @@ def _cpu_tensor(values) -> torch.Tensor:
     return values.cpu() if isinstance(values, torch.Tensor) else torch.as_tensor(np.asarray(values))
 
 
-def summarize_iou(metrics: dict, class_names: list[str], unseen: set[str]) -> dict:
-    """Flat metrics: `mIoU`, `mIoU_seen`, `mIoU_unseen` (when some classes are unseen), `pixel_accuracy` and
-    `IoU_<class>`; classes absent from both prediction and ground truth are left out of every mean."""
-    iou = dict(zip(class_names, metrics["per_class_IoU"]))
-    result = {"mIoU": metrics["mIoU"], "pixel_accuracy": metrics["pixel_accuracy"]}
-    groups = {"seen": [n for n in class_names if n not in unseen], "unseen": [n for n in class_names if n in unseen]}
-    for group, names in groups.items():
-        values = [iou[n] for n in names if iou[n] is not None]
-        if unseen and values:
-            result[f"mIoU_{group}"] = float(np.mean(values))
-    result.update({f"IoU_{name}": value for name, value in iou.items() if value is not None})
-    return result
+DECODER_FIELDS = ("prompt_templates", "decoder_hidden_size", "guidance_size", "num_aggregation_layers", "upsampling_sizes")
 
 
-__all__ = ["SegmentationMetrics", "SilcSegmentationCollator", "SilcSegmentationTrainer", "summarize_iou"]
+def train_open_vocab_segmenter(args: OpenVocabSegArguments, training_args: TrainingArguments) -> dict:
+    """`training/train_open_vocab_seg.py`: a new decoder on the towers of `args.model`, trained on the seen classes,
+    evaluated on all of them next to the same towers used training-free. Writes the segmenter and its processor,
+    `open_vocab_seg_results.json` and `training_curve.png` to `training_args.output_dir`; returns the results."""
+    training_args.remove_unused_columns = False  # the collator reads the image and mask columns
+    set_seed(training_args.seed)  # the decoder's initialisation (the Trainer seeds only after the model exists)
+    decoder = {name: getattr(args, name) for name in DECODER_FIELDS if getattr(args, name) is not None}
+    model = SilcForOpenVocabularySegmentation.from_silc_pretrained(args.model, args.trainable_backbone, **decoder)
+    processor = AutoProcessor.from_pretrained(args.model)
+    train = load_image_text_dataset(args.train_data)
+    evaluation = load_image_text_dataset(args.eval_data) if args.eval_data else None
+    names, unseen, mask_ids = list(args.class_names), list(args.unseen_classes), args.class_mask_ids()
+    seen = [name for name in names if name not in unseen]
+    columns = dict(image_column=args.image_column, mask_column=args.mask_column)
+    train_collator = SilcSegmentationCollator(
+        processor, model.config, seen, [mask_ids[n] for n in seen],
+        train=True, min_scale=args.min_scale, seed=training_args.seed, **columns,
+    )  # fmt: skip
+    eval_collator = SilcSegmentationCollator(processor, model.config, names, list(mask_ids.values()), **columns)
+    results = {"model": args.model, "class_names": names, "unseen_classes": unseen}
+    if evaluation is not None:  # the baseline: the same towers, training-free, on the same classes and pixels
+        zero_shot = evaluate_segmentation(
+            model.silc.eval(), processor, evaluation, names, templates=model.config.prompt_templates,
+            mask_ids=list(mask_ids.values()), **columns,
+        )  # fmt: skip
+        results["zero_shot"] = summarize_iou(zero_shot, names, set(unseen))
+        print("zero-shot " + " ".join(f"{k}={v:.4f}" for k, v in results["zero_shot"].items() if k.startswith("mIoU")))
+
+    trainer = SilcSegmentationTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=train,
+        eval_dataset=evaluation,
+        data_collator=train_collator,
+        eval_data_collator=eval_collator,
+        backbone_learning_rate_scale=args.backbone_learning_rate_scale,
+        compute_metrics=SegmentationMetrics(names, unseen, model.config.ignore_index),
+        preprocess_logits_for_metrics=SegmentationMetrics.predict,
+        processing_class=processor,
+    )
+    trainer.train()
+    trainer.save_model()
+    if evaluation is not None:
+        metrics = trainer.evaluate()
+        trainer.save_metrics("eval", metrics)
+        results["trained"] = {k[len("eval_") :]: v for k, v in metrics.items() if "IoU" in k or "accuracy" in k}
+        print("trained   " + " ".join(f"{k}={v:.4f}" for k, v in results["trained"].items() if k.startswith("mIoU")))
+    results["log_history"] = trainer.state.log_history
+    with open(os.path.join(training_args.output_dir, "open_vocab_seg_results.json"), "w") as file:
+        json.dump(results, file, indent=2)
+    panels = (
+        ({"loss": "training loss", "eval_loss": "evaluation loss (every class)"}, "cross-entropy", "losses", None),
+        (
+            {"eval_mIoU_seen": "mIoU seen", "eval_mIoU_unseen": "mIoU unseen", "eval_mIoU": "mIoU"},
+            "mIoU",
+            "evaluation during training",
+            (0, 1),
+        ),
+    )
+    try:
+        plot_training(trainer.state.log_history, os.path.join(training_args.output_dir, "training_curve.png"), panels=panels)
+    except ImportError as error:
+        print(f"No training_curve.png: {error}")
+    return results
+
+
+__all__ = [
+    "SegmentationMetrics",
+    "SilcSegmentationCollator",
+    "SilcSegmentationTrainer",
+    "train_open_vocab_segmenter",
+]

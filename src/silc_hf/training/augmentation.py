@@ -15,12 +15,13 @@ ops needed here are a few lines each.
 """
 
 import math
-from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
+
+from .arguments import MultiCropArguments
 
 # Parameters of one view's photometric augmentation, drawn in the worker (name -> dtype).
 AUGMENT_KEYS = {
@@ -36,74 +37,6 @@ AUGMENT_KEYS = {
     "blur_sigma": torch.float32,
     "solarize": torch.bool,
 }
-
-
-@dataclass
-class MultiCropArguments:
-    """Every number of the multi-crop augmentation (defaults: DINO / SILC, see DESIGN.md §1)."""
-
-    global_crop_scale: list[float] = field(
-        default_factory=lambda: [0.4, 1.0], metadata={"help": "area fraction range of global crops"}
-    )
-    num_local_crops: int = field(default=8, metadata={"help": "local crops per image (0 disables distillation views)"})
-    local_crop_size: int = field(default=96, metadata={"help": "side of local crops; a multiple of the patch size"})
-    local_crop_scale: list[float] = field(
-        default_factory=lambda: [0.05, 0.4], metadata={"help": "area fraction range of local crops"}
-    )
-    crop_ratio: list[float] = field(
-        default_factory=lambda: [3 / 4, 4 / 3], metadata={"help": "aspect-ratio range of crops"}
-    )
-    flip_prob: float = field(default=0.5, metadata={"help": "probability of a horizontal flip, per view"})
-    color_jitter_prob: float = field(default=0.8, metadata={"help": "probability of colour jitter, per view (DINO)"})
-    brightness: float = field(default=0.4, metadata={"help": "colour jitter: brightness factor in [1-b, 1+b]"})
-    contrast: float = field(default=0.4, metadata={"help": "colour jitter: contrast factor in [1-c, 1+c]"})
-    saturation: float = field(default=0.2, metadata={"help": "colour jitter: saturation factor in [1-s, 1+s]"})
-    hue: float = field(default=0.1, metadata={"help": "colour jitter: hue shift in [-h, h] turns"})
-    grayscale_prob: float = field(default=0.2, metadata={"help": "probability of grayscale, per view (DINO)"})
-    blur_probs: list[float] = field(
-        default_factory=lambda: [1.0, 0.1, 0.5], metadata={"help": "global-1, global-2, local"}
-    )
-    blur_sigma: list[float] = field(
-        default_factory=lambda: [0.1, 2.0], metadata={"help": "Gaussian blur sigma range (pixels)"}
-    )
-    blur_kernel_size: int = field(default=9, metadata={"help": "odd Gaussian kernel size (DINOv2: 9)"})
-    solarize_probs: list[float] = field(
-        default_factory=lambda: [0.0, 0.2, 0.0], metadata={"help": "global-1, global-2, local"}
-    )
-    solarize_threshold: float = field(default=0.5, metadata={"help": "solarize pixels at or above this value"})
-    global_view_augmentation: str = field(
-        default="dino",
-        metadata={
-            "help": "'dino': the global views (which also feed the image-text loss) get DINO's colour jitter, grayscale, "
-            "blur and solarize; 'flip': only flips (as CLIP), the local views keep DINO's photometric set"
-        },
-    )
-
-    def check(self, patch_size: int) -> None:
-        """Raise `ValueError` for values the model or the recipe cannot use."""
-        if self.local_crop_size % patch_size:
-            lower = max(patch_size, self.local_crop_size // patch_size * patch_size)
-            raise ValueError(
-                f"local_crop_size={self.local_crop_size} is not a multiple of patch_size={patch_size}; "
-                f"use {lower} or {lower + patch_size}."
-            )
-        for name in ("global_crop_scale", "local_crop_scale", "crop_ratio", "blur_sigma"):
-            low, high = getattr(self, name)
-            if not 0 < low <= high:
-                raise ValueError(f"{name}={getattr(self, name)} must be [low, high] with 0 < low <= high.")
-        for name, count in (("blur_probs", 3), ("solarize_probs", 3)):
-            if len(getattr(self, name)) != count:
-                raise ValueError(
-                    f"{name}={getattr(self, name)} needs {count} probabilities: global-1, global-2, local."
-                )
-        if self.blur_kernel_size % 2 == 0:
-            raise ValueError(f"blur_kernel_size={self.blur_kernel_size} must be odd, e.g. {self.blur_kernel_size + 1}.")
-        if self.global_view_augmentation not in ("dino", "flip"):
-            raise ValueError(
-                f"global_view_augmentation={self.global_view_augmentation!r} is not supported; use 'dino' or 'flip'."
-            )
-        if self.num_local_crops < 0:
-            raise ValueError(f"num_local_crops={self.num_local_crops} must be >= 0.")
 
 
 def random_resized_crop_box(
@@ -134,10 +67,11 @@ def random_resized_crop_box(
 
 class MultiCropTransform:
     """Worker-side half: crops an RGB image into 2 global and N local uint8 views and draws their
-    photometric parameters."""
+    photometric parameters. `args` may be any object with the `MultiCropArguments` fields (e.g. the run's
+    `SilcTrainingArguments`); only those numbers are kept, so data workers receive nothing else."""
 
     def __init__(self, args: MultiCropArguments, global_crop_size: int):
-        self.args = args
+        self.args = MultiCropArguments.of(args)
         self.global_crop_size = global_crop_size
 
     def _draw_augment(
@@ -172,7 +106,8 @@ class MultiCropTransform:
         for index in range(2):
             box = random_resized_crop_box(rng, width, height, a.global_crop_scale, a.crop_ratio)
             dino = a.global_view_augmentation == "dino"
-            views.append((box, self.global_crop_size, self._draw_augment(rng, a.blur_probs[index], a.solarize_probs[index], dino)))
+            augment = self._draw_augment(rng, a.blur_probs[index], a.solarize_probs[index], dino)
+            views.append((box, self.global_crop_size, augment))
         for _ in range(a.num_local_crops):
             box = random_resized_crop_box(rng, width, height, a.local_crop_scale, a.crop_ratio)
             views.append((box, a.local_crop_size, self._draw_augment(rng, a.blur_probs[2], a.solarize_probs[2])))
@@ -184,7 +119,9 @@ class MultiCropTransform:
         output (so no view loses resolution)."""
         return min(min(right - left, bottom - top) / size for (left, top, right, bottom), size, _ in plan)
 
-    def cut(self, image: Image.Image, plan: list[tuple[tuple, int, dict]], scale: tuple[float, float] = (1.0, 1.0)) -> dict:
+    def cut(
+        self, image: Image.Image, plan: list[tuple[tuple, int, dict]], scale: tuple[float, float] = (1.0, 1.0)
+    ) -> dict:
         """The planned views of an RGB `image`; `scale` maps the plan's boxes onto it when it was decoded smaller
         than the size the plan was drawn for."""
         views = []

@@ -1,10 +1,10 @@
 """The main job: generate the captioned-scenes dataset, train a small SILC model on the CPU, evaluate it, and
 write the model folder, a metrics JSON, a training-curve plot and a segmentation gallery.
 
-    python -m silc_hf.demo [--output-dir outputs/demo] [--max-steps 600] [--distill-weight 1.0] [--seed 0]
+    python -m silc_hf.demo [--output_dir outputs/demo] [--max_steps 600] [--distill_weight 1.0] [--seed 0]
 
-Everything runs through the public pieces (`silc_hf.synthetic`, `silc_hf.factory`, `SilcTrainer`,
-`silc_hf.evaluation`, the zero-shot segmentation pipeline), so it doubles as an end-to-end example.
+Everything runs through the public pieces (`silc_hf.data.scenes`, `silc_hf.training`, `SilcTrainer`,
+`silc_hf.zero_shot`, the zero-shot segmentation pipeline), so it doubles as an end-to-end example.
 """
 
 import itertools
@@ -13,127 +13,15 @@ import os
 import time
 
 import numpy as np
-import torch
 from transformers import pipeline
 
-from .cli import ArgumentParser, set_cpu_threads
-from .data import SilcDataArguments
-from .evaluation import evaluate
-from .factory import SilcModelArguments, run_training
-from .model_card import write_model_card
-from .plotting import DIAGNOSTICS, EVALUATIONS, plot_segmentation_gallery, plot_training
-from .segmentation import zero_shot_segmentation
-from .synthetic import CLASSES, export, generate
-from .trainer import SilcTrainingArguments
-
-# The small model and recipe of the demo (and of benchmarks/study_silc_vs_clip.py).
-DEMO_MODEL = {
-    "loss_type": "softmax",
-    "vision_config": {
-        "hidden_size": 96,
-        "intermediate_size": 384,
-        "num_hidden_layers": 4,
-        "num_attention_heads": 4,
-        "image_size": 64,
-        "patch_size": 8,
-        "pooling_type": "map",
-    },
-    "text_config": {
-        "hidden_size": 96,
-        "intermediate_size": 384,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 4,
-        "max_position_embeddings": 32,
-        "projection_dim": 96,
-        "pooling_type": "eos",
-        "causal_attention": True,
-        "use_padding_mask": True,
-        "fixed_length_padding": False,
-    },
-}
-DEMO_TRAINING = dict(
-    per_device_train_batch_size=64,
-    learning_rate=1e-3,
-    weight_decay=0.05,
-    warmup_steps=50,
-    lr_scheduler_type="cosine",
-    logging_steps=20,
-    eval_strategy="steps",  # eval_loss + zero-shot top-1, R@1, segmentation mIoU on the validation split
-    eval_steps=100,
-    per_device_eval_batch_size=64,
-    save_strategy="no",
-    report_to="none",
-    dataloader_num_workers=0,
-    dataloader_pin_memory=False,
-    # Views (README "The demo's recipe"): the scenes' classes are told apart by colour, and the captions name the
-    # colours, so DINO's colour-destroying ops (hue, saturation, grayscale, solarize) are off: with them the
-    # teacher's targets were not predictable across views, the student head contracted and the teacher went flat.
-    # The global views, which also feed the image-text loss, are only flipped (as CLIP's); the local views keep
-    # brightness/contrast jitter and blur.
-    global_view_augmentation="flip",
-    hue=0.0,
-    saturation=0.0,
-    grayscale_prob=0.0,
-    solarize_probs=[0.0, 0.0, 0.0],
-    num_local_crops=4,
-    local_crop_size=32,
-    # Head: 128 prototypes for 64 images a batch, trainable after the first 10 % of the steps (DINO's
-    # freeze_last_layer; the demo sets it from max_steps). Sinkhorn-Knopp centring (DINOv2's default) spreads the
-    # teacher's mass over the prototypes across the batch; DINO's EMA centre used ~25 of them (README).
-    centering="sinkhorn",
-    head_num_prototypes=128,
-    head_hidden_dim=256,
-    head_bottleneck_dim=64,
-    teacher_momentum=0.996,
-    use_cpu=True,
-)
-DATA_SIZES = {"train": 4000, "validation": 200, "test": 300}
-TEMPLATES = ("a {}", "a picture of a {}")  # in the captions' own words
-PALETTE = np.array(
-    [[40, 40, 40], [230, 25, 75], [60, 180, 75], [0, 130, 200], [245, 130, 48], [145, 30, 180]], dtype=np.uint8
-)
-
-
-def train(output_dir: str, data_dir: str, max_steps: int, distill_weight: float, seed: int, **overrides):
-    """Train the demo model on `data_dir/train`; returns the trainer (model exported to `output_dir`)."""
-    args = SilcTrainingArguments(
-        output_dir=output_dir,
-        max_steps=max_steps,
-        distill_weight=distill_weight,
-        seed=seed,
-        **{**DEMO_TRAINING, "head_freeze_prototypes_steps": max_steps // 10, **overrides},
-    )
-    model_args = SilcModelArguments(train_tokenizer=True, tokenizer_vocab_size=1024)
-    data_args = SilcDataArguments(
-        train_data=os.path.join(data_dir, "train"),
-        eval_data=os.path.join(data_dir, "validation"),  # eval_loss and the zero-shot evaluators during training
-        zero_shot_class_names=list(CLASSES),
-        zero_shot_templates=list(TEMPLATES),
-        mask_ignore_index=0,  # background: not one of the classes
-        mask_offset=1,
-    )
-    return run_training(model_args, data_args, args, inline_config=DEMO_MODEL)
-
-
-def run_evaluation(model, processor, data_dir: str) -> dict:
-    """Zero-shot classification, retrieval, segmentation (foreground pixels) and a 10-shot probe on the test split."""
-    from .data import load_image_text_dataset
-
-    test = load_image_text_dataset(os.path.join(data_dir, "test"))
-    train = load_image_text_dataset(os.path.join(data_dir, "train"))
-    return evaluate(
-        model,
-        processor,
-        test,
-        tasks=("classification", "retrieval", "segmentation", "linear_probe"),
-        class_names=list(CLASSES),
-        dataset_name="captioned-scenes",
-        split="test",
-        templates=TEMPLATES,
-        ignore_index=0,
-        mask_offset=1,
-        probe_dataset=train,
-    )
+from ..data import load_image_text_dataset
+from ..data.scenes import CLASSES, export, generate
+from ..tools.cli import ArgumentParser
+from ..tools.model_card import write_model_card
+from ..tools.plotting import DIAGNOSTICS, EVALUATIONS, plot_segmentation_gallery, plot_training
+from ..zero_shot.segmentation import zero_shot_segmentation
+from .recipe import DATA_SIZES, DEMO_TRAINING, PALETTE, TEMPLATES, run_evaluation, train
 
 
 def example_scene():
@@ -151,8 +39,6 @@ def quick_start_check(model_dir: str) -> list[dict]:
 def segmentation_gallery(model, processor, data_dir: str, path: str, count: int = 6) -> None:
     """Test images next to their ground-truth masks and zero-shot segmentations (predictions shown on the objects'
     pixels, which are the scored ones), with a legend naming each colour."""
-    from .data import load_image_text_dataset
-
     test = load_image_text_dataset(os.path.join(data_dir, "test"))
     rows = []
     for row in range(count):
@@ -174,8 +60,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--train-examples", type=int, default=DATA_SIZES["train"])
     parser.add_argument("--validation-examples", type=int, default=DATA_SIZES["validation"])
     parser.add_argument("--test-examples", type=int, default=DATA_SIZES["test"])
-    args = parser.parse_args(argv)
-    set_cpu_threads()
+    args = parser.parse(argv)
     start = time.time()
     data_dir, model_dir = os.path.join(args.output_dir, "data"), os.path.join(args.output_dir, "model")
 
@@ -231,7 +116,3 @@ def main(argv: list[str] | None = None) -> dict:
         f"Done in {results['seconds']:.0f} s: {args.output_dir}/metrics.json, training_curve.png, segmentation.png, model/"
     )
     return results
-
-
-if __name__ == "__main__":
-    main()

@@ -1,7 +1,7 @@
 """Hub model cards for SILC folders: YAML front matter (with a `model-index` built only from the evaluation
 results given) and a Markdown body with the architecture, usage, evaluation and provenance.
 
-    python -m silc_hf.model_card path/to/silc-folder [--results metrics.json] [--base-model ORG/NAME]
+    python -m silc_hf.tools.model_card path/to/silc-folder [--results metrics.json] [--base-model ORG/NAME]
 
 A results JSON (what `training/evaluate_silc.py` writes) looks like:
 
@@ -16,8 +16,9 @@ import os
 
 from huggingface_hub import EvalResult, ModelCardData
 
-from .cli import ArgumentParser
-from .configuration_silc import SilcConfig
+from ..configuration_silc import SilcConfig
+from ..zero_shot.metrics import CLASSIFICATION_TASK, LINEAR_PROBE_TASK, RETRIEVAL_TASK, SEGMENTATION_TASK
+from .cli import ArgumentParser, run_script
 
 CITATION = """@inproceedings{naeem2024silc,
   title     = {SILC: Improving Vision Language Pretraining with Self-Distillation},
@@ -27,10 +28,10 @@ CITATION = """@inproceedings{naeem2024silc,
 }"""
 
 TASK_NAMES = {
-    "zero-shot-image-classification": "Zero-shot image classification",
-    "image-text-retrieval": "Image-text retrieval",
-    "zero-shot-image-segmentation": "Zero-shot semantic segmentation",
-    "few-shot-linear-probe": "Few-shot linear probe",
+    CLASSIFICATION_TASK: "Zero-shot image classification",
+    RETRIEVAL_TASK: "Image-text retrieval",
+    SEGMENTATION_TASK: "Zero-shot semantic segmentation",
+    LINEAR_PROBE_TASK: "Few-shot linear probe",
 }
 
 
@@ -211,7 +212,9 @@ def write_model_card(output_dir: str, config: SilcConfig, model_name: str | None
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = ArgumentParser(prog="python -m silc_hf.model_card", description=__doc__.split("\n\n")[0].replace("\n", " "))
+    parser = ArgumentParser(
+        prog="python -m silc_hf.tools.model_card", description=__doc__.split("\n\n")[0].replace("\n", " ")
+    )
     parser.add_argument("folder", help="a SILC folder (its config.json is read; README.md is written there)")
     parser.add_argument("--results", help="evaluation results JSON")
     parser.add_argument("--name", help="model name (default: the folder name)")
@@ -220,7 +223,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dataset", action="append", help="training dataset id (repeatable)")
     parser.add_argument("--provenance", default="", help="how the weights were obtained")
     parser.add_argument("--license", default="apache-2.0")
-    args = parser.parse_args(argv)
+    args = parser.parse(argv)
     config = SilcConfig.from_pretrained(args.folder)
     path = write_model_card(
         args.folder,
@@ -237,4 +240,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -1,8 +1,9 @@
-"""SILC's losses: the image-text contrastive loss (CLIP softmax or SigLIP sigmoid, distributed) and the DINO-style
-local-to-global distillation loss.
+"""SILC's training losses: the image-text contrastive loss over the global batch (CLIP softmax or SigLIP sigmoid,
+features gathered across ranks) and the DINO-style local-to-global distillation loss with its centring, KoLeo and
+the teacher diagnostics.
 
-The contrastive functions take L2-normalised embeddings and the *log* logit scale, so that the model's
-`return_loss` path and the trainer share one implementation.
+The contrastive pieces are the model's own (`silc_hf.modeling_silc`: L2-normalised embeddings, *log* logit scale),
+so that `SilcModel(..., return_loss=True)` and the trainer share one implementation.
 """
 
 import math
@@ -12,37 +13,9 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from ..modeling_silc import image_text_logits, sigmoid_contrastive_loss
 
-def image_text_logits(
-    image_embeds: torch.Tensor, text_embeds: torch.Tensor, logit_scale: torch.Tensor, logit_bias: torch.Tensor
-) -> torch.Tensor:
-    """Scaled cosine similarities `(num_images, num_texts)`: `exp(logit_scale) * <image, text> + logit_bias`."""
-    return image_embeds @ text_embeds.t() * logit_scale.exp() + logit_bias
-
-
-def softmax_contrastive_loss(logits_per_image: torch.Tensor) -> torch.Tensor:
-    """CLIP's symmetric cross-entropy over a square batch; row i's positive is column i (Radford et al. 2021,
-    open_clip `ClipLoss`)."""
-    labels = torch.arange(logits_per_image.shape[0], device=logits_per_image.device)
-    return (F.cross_entropy(logits_per_image, labels) + F.cross_entropy(logits_per_image.t(), labels)) / 2
-
-
-def sigmoid_contrastive_loss(logits_per_image: torch.Tensor, first_label: int = 0) -> torch.Tensor:
-    """SigLIP's pairwise sigmoid loss (Zhai et al. 2023, big_vision): every image-text pair is a binary
-    classification; image i's positive is text `first_label + i`. Summed over texts, averaged over images."""
-    rows = logits_per_image.shape[0]
-    labels = -torch.ones_like(logits_per_image)
-    labels[torch.arange(rows), torch.arange(rows) + first_label] = 1
-    return -F.logsigmoid(labels * logits_per_image).sum() / rows
-
-
-def contrastive_loss(logits_per_image: torch.Tensor, loss_type: str) -> torch.Tensor:
-    """The single-process image-text loss named by `SilcConfig.loss_type` (`"softmax"` or `"sigmoid"`)."""
-    if loss_type == "softmax":
-        return softmax_contrastive_loss(logits_per_image)
-    if loss_type == "sigmoid":
-        return sigmoid_contrastive_loss(logits_per_image)
-    raise ValueError(f"loss_type={loss_type!r} is not supported; use 'softmax' or 'sigmoid'.")
+CENTERINGS = ("ema", "sinkhorn")  # DINO's EMA centre, DINOv2's Sinkhorn-Knopp
 
 
 class _AllGatherWithGrad(torch.autograd.Function):
@@ -185,7 +158,7 @@ class DistillationLoss(nn.Module):
         centering: str = "ema",
     ):
         super().__init__()
-        if centering not in ("ema", "sinkhorn"):
+        if centering not in CENTERINGS:
             raise ValueError(f"centering={centering!r} is not supported; use 'ema' (DINO) or 'sinkhorn' (DINOv2).")
         self.student_temperature = student_temperature
         self.center_momentum = center_momentum

@@ -1,5 +1,5 @@
 """`SilcTrainer`: a `transformers.Trainer` that adds SILC's EMA teacher and distillation loss to the
-image-text loss, and `SilcTrainingArguments`, which hold SILC's training knobs.
+image-text loss (its knobs: `SilcTrainingArguments` in `silc_hf.training.arguments`).
 
 Gradient accumulation: each micro-batch's contrastive loss only sees that micro-batch's negatives (and,
 under DDP, the other ranks' same-index micro-batches), so accumulating k micro-batches of B is not the
@@ -11,113 +11,35 @@ import math
 import os
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field
 
 import torch
 from safetensors.torch import load_file, save_file
-from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers import Trainer, TrainerCallback
 from transformers.trainer import TRAINING_ARGS_NAME
 from transformers.utils import logging
 
-from .augmentation import MultiCropArguments
+from ..modeling_silc import SilcModel
+from ..zero_shot.evaluation import ZeroShotEvaluator
+from .arguments import SilcTrainingArguments
 from .checkpoints import DISTILLATION_STATE_NAME, latest_complete_checkpoint, load_student_state
 from .data import StreamingMultiCropDataset
-from .distillation import SilcPretrainingModel, cosine_schedule, linear_warmup
-from .evaluation import ZeroShotEvaluator
-from .modeling_silc import SilcModel
+from .optimization import split_param_groups
+from .pretraining import SilcPretrainingModel
 
 logger = logging.get_logger(__name__)
 
-MOMENTUM_SCHEDULES = ("constant", "cosine")
+
+def cosine_schedule(start: float, end: float, step: int, total_steps: int) -> float:
+    """Half-cosine from `start` (step 0) to `end` (step `total_steps`), constant after."""
+    progress = min(max(step, 0) / max(total_steps, 1), 1.0)
+    return end + (start - end) * (1 + math.cos(math.pi * progress)) / 2
 
 
-@dataclass
-class SilcTrainingArguments(MultiCropArguments, TrainingArguments):
-    """`TrainingArguments` plus SILC's knobs: the multi-crop views (see `MultiCropArguments`), the
-    distillation loss and its schedules, the EMA teacher and the DINO head. Defaults: DESIGN.md §1."""
-
-    distill_weight: float = field(default=1.0, metadata={"help": "lambda: weight of the distillation loss"})
-    contrastive_weight: float = field(
-        default=1.0,
-        metadata={"help": "weight of the image-text loss; 0 trains the self-distillation alone (a sanity check)"},
-    )
-    distill_start_step: int = field(
-        default=0, metadata={"help": "optimizer step at which distillation starts (teacher copied from the student)"}
-    )
-    overwrite_output_dir: bool = field(
-        default=False,
-        metadata={
-            "help": "the train script resumes from the newest complete checkpoint in output_dir; this starts from "
-            "step 0 instead and deletes output_dir's checkpoints"
-        },
-    )
-    teacher_momentum: float = field(default=0.999, metadata={"help": "EMA momentum of the teacher (fixed in SILC)"})
-    teacher_momentum_schedule: str = field(
-        default="constant", metadata={"help": "'constant' or 'cosine' (to teacher_momentum_end)"}
-    )
-    teacher_momentum_end: float = field(default=1.0, metadata={"help": "final momentum of the cosine schedule"})
-    student_temperature: float = field(default=0.1, metadata={"help": "softmax temperature of the student (DINO)"})
-    teacher_temperature: float = field(
-        default=0.04, metadata={"help": "DINO's default; 'anything above 0.07 is unstable' (DINO main_dino.py)"}
-    )
-    teacher_temperature_warmup_start: float = field(
-        default=0.04, metadata={"help": "teacher temperature at the start of its warm-up (equal to the end: none)"}
-    )
-    teacher_temperature_warmup_ratio: float = field(
-        default=0.1, metadata={"help": "fraction of the distillation steps over which the teacher temperature warms up"}
-    )
-    koleo_weight: float = field(
-        default=0.0, metadata={"help": "weight of DINOv2's KoLeo spreading term on the global views' pooled features"}
-    )
-    center_momentum: float = field(default=0.9, metadata={"help": "EMA momentum of DINO's center"})
-    centering: str = field(
-        default="ema", metadata={"help": "'ema' (DINO center) or 'sinkhorn' (DINOv2 Sinkhorn-Knopp)"}
-    )
-    head_num_prototypes: int = field(default=65536, metadata={"help": "K: prototypes of the DINO head"})
-    head_hidden_dim: int = field(default=2048, metadata={"help": "hidden width of the DINO head's MLP"})
-    head_bottleneck_dim: int = field(default=256, metadata={"help": "bottleneck width (L2-normalised) of the DINO head"})
-    head_num_layers: int = field(default=3, metadata={"help": "layers of the DINO head's MLP"})
-    head_learning_rate: float | None = field(
-        default=None, metadata={"help": "learning rate of the distillation head (default: learning_rate)"}
-    )
-    head_freeze_prototypes_steps: int = field(
-        default=1250,
-        metadata={
-            "help": "distillation steps during which the head's prototypes do not move (DINO's freeze_last_layer)"
-        },
-    )
-    max_logit_scale: float = field(
-        default=100.0, metadata={"help": "softmax models: clamp exp(logit_scale) after each step"}
-    )
-    remove_unused_columns: bool = field(
-        default=False, metadata={"help": "must stay False: the batch is built by the collator"}
-    )
-
-    def __post_init__(self):
-        if self.ddp_find_unused_parameters is None:
-            # Only a head that does not take part yet (late or no distillation) or an idle text tower leaves
-            # parameters unused.
-            self.ddp_find_unused_parameters = (
-                self.distill_start_step > 0 or self.distill_weight == 0 or self.contrastive_weight == 0
-            )
-        super().__post_init__()
-        if self.teacher_momentum_schedule not in MOMENTUM_SCHEDULES:
-            raise ValueError(
-                f"teacher_momentum_schedule={self.teacher_momentum_schedule!r} is not supported; use one of {list(MOMENTUM_SCHEDULES)}."
-            )
-        if not 0 <= self.teacher_momentum <= 1:
-            raise ValueError(f"teacher_momentum={self.teacher_momentum} must be in [0, 1] (SILC: 0.999).")
-        if self.distill_weight < 0:
-            raise ValueError(f"distill_weight={self.distill_weight} must be >= 0 (0 trains CLIP/SigLIP only).")
-        if self.contrastive_weight < 0:
-            raise ValueError(f"contrastive_weight={self.contrastive_weight} must be >= 0 (0 trains distillation only).")
-        if self.contrastive_weight == 0 and (self.distill_weight == 0 or self.distill_start_step > 0):
-            raise ValueError(
-                f"contrastive_weight=0 with distill_weight={self.distill_weight} and distill_start_step="
-                f"{self.distill_start_step} leaves steps with nothing to train; distill from step 0 with a weight > 0."
-            )
-        if self.remove_unused_columns:
-            raise ValueError("remove_unused_columns=True would drop the multi-crop views; SILC needs False.")
+def linear_warmup(start: float, end: float, step: int, warmup_steps: int) -> float:
+    """Linear from `start` (step 0) to `end` (step `warmup_steps`), constant after."""
+    if warmup_steps <= 0:
+        return end
+    return start + (end - start) * min(max(step, 0) / warmup_steps, 1.0)
 
 
 class _SilcStepCallback(TrainerCallback):
@@ -142,7 +64,7 @@ class SilcTrainer(Trainer):
     (see `silc_hf.data`), and the model's processor as `processing_class` (its normalisation is used for
     the views, and it is saved with the model). `save_model()` writes a clean `SilcModel` folder with the
     processor; every checkpoint is such a folder too, plus the head, teacher and center in
-    `distillation_state.safetensors` (see `silc_hf.checkpoints`). `train(resume_from_checkpoint="latest")`
+    `distillation_state.safetensors` (see `silc_hf.training.checkpoints`). `train(resume_from_checkpoint="latest")`
     (or `True`) resumes from the newest complete checkpoint in `output_dir`.
     """
 
@@ -163,7 +85,7 @@ class SilcTrainer(Trainer):
             model = self.build_pretraining_model(model, args, processing_class)
         if not isinstance(model, SilcPretrainingModel):
             raise TypeError(f"SilcTrainer trains a SilcModel or a SilcPretrainingModel, got {type(model).__name__}.")
-        args.check(model.config.vision_config.patch_size)
+        args.check_model(model.config)
         if args.torch_compile:
             self.compile_towers(model, args)
         super().__init__(model=model, args=args, processing_class=processing_class, **kwargs)
@@ -379,20 +301,8 @@ class SilcTrainer(Trainer):
         optimizer = super().create_optimizer(model)
         if self.args.head_learning_rate is None:
             return optimizer
-        head = {id(p) for p in self.pretraining_model.student_head.parameters()}
-        groups = []
-        for group in optimizer.param_groups:
-            for in_head in (False, True):
-                params = [p for p in group["params"] if (id(p) in head) == in_head]
-                if params:
-                    settings = {key: value for key, value in group.items() if key != "params"}
-                    if in_head:
-                        settings["lr"] = self.args.head_learning_rate
-                    groups.append({**settings, "params": params})
-        optimizer.param_groups = []  # regrouped before any step: there is no state to carry over
-        for group in groups:
-            optimizer.add_param_group(group)
-        return optimizer
+        head = self.pretraining_model.student_head.parameters()
+        return split_param_groups(optimizer, head, lambda _: self.args.head_learning_rate)
 
     def get_decay_parameter_names(self, model) -> list[str]:
         """Weight decay on matrices only: not on biases, norms, class token, probe or logit scale/bias
@@ -449,4 +359,4 @@ class SilcTrainer(Trainer):
         self._issue_warnings_after_load((model or self.model).load_state_dict(state, strict=False))
 
 
-__all__ = ["SilcTrainer", "SilcTrainingArguments"]
+__all__ = ["SilcTrainer"]

@@ -1,156 +1,30 @@
-"""Image-caption data for SILC pretraining: loading, the bad-sample policy, multi-crop samples, the collator.
+"""Image-caption data for SILC pretraining: the bad-sample policy, multi-crop samples, the collator.
 
-Any `datasets` dataset with an image column and a text column works (`imagefolder` + `metadata.jsonl`,
-webdataset tar shards, Hub datasets, `streaming=True`). Images are decoded here, not by `datasets`, so
-that an undecodable file is a skipped sample and not a crash: every bad sample is skipped with a warning
-naming it and counted (the count travels with the batch and the trainer logs it), or raises
-`BadSampleError` in `strict` mode.
+Any `datasets` dataset with an image column and a text column works (`silc_hf.data.load_image_text_dataset`:
+`imagefolder` + `metadata.jsonl`, webdataset tar shards, Hub datasets, `streaming=True`). Images are decoded
+here, not by `datasets`, so that an undecodable file is a skipped sample and not a crash: every bad sample is
+skipped with a warning naming it and counted (the count travels with the batch and the trainer logs it), or
+raises `BadSampleError` in `strict` mode.
 """
 
-import glob
 import io
 import math
 import os
-import re
 import warnings
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import datasets
-from datasets.distributed import split_dataset_by_node
 import numpy as np
 import torch
+from datasets.distributed import split_dataset_by_node
 from PIL import Image, UnidentifiedImageError
 from transformers.utils import logging
 
+from ..data.loading import BadSampleError, to_rgb
 from .augmentation import MultiCropTransform
 
 logger = logging.get_logger(__name__)
-
-
-class BadSampleError(ValueError):
-    """A sample that cannot be trained on; the message names the sample and the reason."""
-
-
-@dataclass
-class SilcDataArguments:
-    """Where the image-caption pairs come from and what counts as a bad sample."""
-
-    train_data: str | None = field(
-        default=None,
-        metadata={
-            "help": "imagefolder directory, webdataset shards ('shards/{00000..00099}.tar' or a glob), a Hub dataset, or synthetic:SPLIT:N (the package's generated scenes)"
-        },
-    )
-    eval_data: str | None = field(default=None, metadata={"help": "same forms as train_data"})
-    image_column: str = field(default="image", metadata={"help": "column with the images (webdataset: e.g. 'jpg')"})
-    text_column: str = field(default="text", metadata={"help": "column with the captions (webdataset: e.g. 'txt')"})
-    streaming: bool = field(default=False, metadata={"help": "stream the data (requires max_steps)"})
-    strict: bool = field(default=False, metadata={"help": "raise on the first bad sample instead of skipping it"})
-    max_caption_chars: int = field(default=1000, metadata={"help": "longer captions are bad samples"})
-    min_image_size: int | None = field(
-        default=None, metadata={"help": "images with a smaller side are bad (default: local crop size)"}
-    )
-    max_image_pixels: int = field(default=89_478_485, metadata={"help": "larger images are bad (decompression bombs)"})
-    zero_shot_class_names: list[str] | None = field(
-        default=None,
-        metadata={
-            "help": "class names for the zero-shot evaluators on eval_data (default: the label column's ClassLabel "
-            "names; without names only retrieval runs)"
-        },
-    )
-    zero_shot_templates: list[str] | None = field(
-        default=None, metadata={"help": "prompt templates with '{}' for the class name (default: 'a photo of a {}.', ...)"}
-    )
-    label_column: str = field(default="label", metadata={"help": "eval_data column with class indices"})
-    mask_column: str = field(default="mask", metadata={"help": "eval_data column with segmentation masks"})
-    mask_ignore_index: int | None = field(default=None, metadata={"help": "mask value not scored (e.g. 0: background)"})
-    mask_offset: int = field(default=0, metadata={"help": "mask value v is class v - mask_offset"})
-
-
-def expand_braces(pattern: str) -> list[str]:
-    """'shards/{00000..00002}.tar' -> ['shards/00000.tar', 'shards/00001.tar', 'shards/00002.tar'] (zero padding kept)."""
-    match = re.search(r"\{(\d+)\.\.(\d+)\}", pattern)
-    if not match:
-        return [pattern]
-    first, last = match.groups()
-    width = len(first)
-    return [
-        name
-        for number in range(int(first), int(last) + 1)
-        for name in expand_braces(pattern[: match.start()] + str(number).zfill(width) + pattern[match.end() :])
-    ]
-
-
-def load_image_text_dataset(data: str, split: str = "train", streaming: bool = False):
-    """Load a directory (`imagefolder`, a folder of `.tar` shards or of `.parquet` files), shard patterns (webdataset), a Hub id,
-    or `synthetic[:SPLIT[:N]]`: N generated captioned scenes (`silc_hf.synthetic`, default train:2000)."""
-    if data == "synthetic" or data.startswith("synthetic:"):
-        from .synthetic import as_dataset
-
-        parts = data.split(":")
-        split_name = parts[1] if len(parts) > 1 else "train"
-        count = int(parts[2]) if len(parts) > 2 else 2000
-        dataset = as_dataset(split_name, count)
-        return dataset.to_iterable_dataset() if streaming else dataset
-    if os.path.isdir(data):
-        shards = sorted(glob.glob(os.path.join(data, "*.tar")))
-        if shards:
-            return datasets.load_dataset("webdataset", data_files={split: shards}, split=split, streaming=streaming)
-        parquet = sorted(glob.glob(os.path.join(data, "*.parquet")))
-        if parquet:  # a Hub dataset's parquet files, downloaded (or `Dataset.to_parquet`)
-            return datasets.load_dataset("parquet", data_files={split: parquet}, split=split, streaming=streaming)
-        return datasets.load_dataset("imagefolder", data_dir=data, split=split, streaming=streaming)
-    if data.endswith(".tar") or "{" in data or "*" in data:
-        shards = sorted(f for pattern in expand_braces(data) for f in (glob.glob(pattern) or [pattern]))
-        missing = [f for f in shards if not os.path.exists(f)]
-        if missing:
-            raise FileNotFoundError(f"{len(missing)} webdataset shards do not exist, e.g. {missing[:3]}")
-        return datasets.load_dataset("webdataset", data_files={split: shards}, split=split, streaming=streaming)
-    if looks_like_a_local_path(data):
-        raise FileNotFoundError(
-            f"{data!r} does not exist; pass an imagefolder directory (with metadata.jsonl), a folder of .tar shards or "
-            ".parquet files, a shard pattern, a Hub dataset id, or synthetic:SPLIT:N."
-        )
-    check_hub_dataset(data)
-    return datasets.load_dataset(data, split=split, streaming=streaming)
-
-
-def check_hub_dataset(data: str) -> None:
-    """Ask the Hub once, with a short timeout, whether dataset `data` exists, so that a local typo or an offline
-    machine fails at once with what to do (`datasets` itself retries for ~30 s before it gives up). Skipped in
-    offline mode (`HF_HUB_OFFLINE=1`: `datasets` then reads its cache)."""
-    from huggingface_hub import HfApi, constants
-    from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
-
-    if constants.HF_HUB_OFFLINE:
-        return
-    try:
-        HfApi().dataset_info(data, timeout=10)
-    except RepositoryNotFoundError:
-        raise FileNotFoundError(
-            f"{data!r} is neither a local path nor a dataset on the Hub (a private one needs `hf auth login`); pass an "
-            "imagefolder directory, a folder of .tar shards or .parquet files, a shard pattern, or synthetic:SPLIT:N."
-        ) from None
-    except HfHubHTTPError:
-        return  # it exists but answers otherwise (gated, rate limit): `datasets` reports it in its own words
-    except Exception as error:  # no network, DNS, proxy, timeout: anything that kept the question from the Hub
-        raise ConnectionError(
-            f"{data!r} is not a local path, and the Hub cannot be reached to look for a dataset of that name "
-            f"({type(error).__name__}: {error}). If it is a local folder, check the path; if it is a Hub dataset "
-            "already in the cache, set HF_HUB_OFFLINE=1."
-        ) from None
-
-
-def looks_like_a_local_path(data: str) -> bool:
-    """A missing path rather than a Hub id: absolute, explicitly relative, home-relative, or under a folder that
-    exists here (`outputs/demo/dat` is a typo, not a Hub repository; asking the Hub would retry for ~30 s)."""
-    if "://" in data:
-        return False
-    if data.startswith(("/", "./", "../", "~")) or data.count("/") > 1:
-        return True
-    first = data.split("/")[0]
-    return "/" in data and os.path.isdir(first)
 
 
 def undecoded(dataset, image_column: str):
@@ -159,25 +33,6 @@ def undecoded(dataset, image_column: str):
     if isinstance(features.get(image_column), datasets.Image):
         return dataset.cast_column(image_column, datasets.Image(decode=False))
     return dataset
-
-
-def to_rgb(image: Image.Image) -> Image.Image:
-    """Convert any Pillow mode to 8-bit RGB without garbage: 16-bit values are scaled (not clipped),
-    transparency is composited over white, palettes are expanded."""
-    if image.mode == "RGB":
-        return image
-    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
-        pixels = np.asarray(image, dtype=np.float64)
-        return Image.fromarray(np.clip(pixels / 257.0, 0, 255).round().astype(np.uint8)).convert("RGB")
-    if image.mode == "F":
-        raise BadSampleError("floating-point image (mode F) has no defined value range")
-    if image.mode == "P":
-        image = image.convert("RGBA")
-    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
-        rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(background, rgba).convert("RGB")
-    return image.convert("RGB")
 
 
 @dataclass

@@ -1,13 +1,8 @@
 """Evaluation of SILC models: zero-shot classification (top-1/top-5, prompt ensembles), image<->text retrieval
-(R@1/5/10), zero-shot segmentation (mIoU, pixel accuracy) and a few-shot linear probe on frozen embeddings.
+(R@1/5/10), zero-shot segmentation (mIoU, pixel accuracy) and a few-shot linear probe on frozen embeddings, on any
+`datasets` dataset; the metrics and their conventions are in `silc_hf.zero_shot.metrics`.
 
-The metrics are computed here (no Hub-hosted `evaluate` metric is needed). Conventions:
-
-- ranking ties are broken in favour of the lower index (a stable sort), for top-k and for recall@k;
-- segmentation ignores `ignore_index` pixels; a class absent from both prediction and ground truth has no
-  IoU and does not count in the mean; pixel accuracy is over the non-ignored pixels.
-
-`results_entry` formats a task's metrics for the JSON file that `python -m silc_hf.model_card` reads.
+`results_entry` formats a task's metrics for the JSON file that `python -m silc_hf.tools.model_card` reads.
 """
 
 from collections.abc import Sequence
@@ -19,90 +14,26 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .segmentation import DEFAULT_TEMPLATES, segmentation_inputs, encode_class_names, logits_to_result, segment_pixels
-
-# ------------------------------------------------------------------------------------------------ metrics
-
-
-def ranks(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """0-based rank of each row's target column under a stable descending sort (ties: lower index first)."""
-    order = torch.sort(scores, dim=1, descending=True, stable=True).indices
-    return (order == targets.view(-1, 1)).int().argmax(dim=1)
-
-
-def topk_accuracy(scores: torch.Tensor, targets: torch.Tensor, ks=(1, 5)) -> dict[str, float]:
-    """Fraction of rows whose target class is among the k best-scored classes."""
-    rank = ranks(scores, targets)
-    return {f"top{k}_accuracy": (rank < k).float().mean().item() for k in ks}
-
-
-def recall_at_k(similarity: torch.Tensor, positives: list[set[int]], ks=(1, 5, 10)) -> dict[str, float]:
-    """Fraction of queries (rows) with at least one positive candidate (column) in their top k."""
-    order = torch.sort(similarity, dim=1, descending=True, stable=True).indices
-    best = torch.tensor([min(int((order[q] == c).nonzero()) for c in positives[q]) for q in range(len(positives))])
-    return {f"R@{k}": (best < k).float().mean().item() for k in ks}
-
-
-def confusion_matrix(
-    prediction: torch.Tensor, target: torch.Tensor, num_classes: int, ignore_index: int | None = None
-) -> torch.Tensor:
-    """`(num_classes, num_classes)` counts, rows = ground truth, columns = prediction. Predictions outside
-    [0, num_classes) (e.g. background -1) count as wrong for their ground-truth class."""
-    prediction, target = prediction.flatten().long(), target.flatten().long()
-    valid = target != ignore_index if ignore_index is not None else torch.ones_like(target, dtype=torch.bool)
-    valid &= (target >= 0) & (target < num_classes)
-    prediction, target = prediction[valid], target[valid]
-    in_range = (prediction >= 0) & (prediction < num_classes)
-    matrix = torch.bincount(target[in_range] * num_classes + prediction[in_range], minlength=num_classes**2)
-    matrix = matrix.view(num_classes, num_classes)
-    misses = torch.bincount(target[~in_range], minlength=num_classes)  # ground truth predicted as nothing
-    return torch.cat([matrix, misses.view(-1, 1)], dim=1)  # last column: predictions outside the classes
-
-
-def segmentation_metrics(confusion: torch.Tensor) -> dict:
-    """mIoU, per-class IoU (None for classes absent from prediction and ground truth) and pixel accuracy
-    from `confusion_matrix`."""
-    confusion = confusion.double()
-    num_classes = confusion.shape[0]
-    true_positive = confusion[:, :num_classes].diagonal()
-    ground_truth = confusion.sum(dim=1)
-    predicted = confusion[:, :num_classes].sum(dim=0)
-    union = ground_truth + predicted - true_positive
-    iou = [(tp / u).item() if u > 0 else None for tp, u in zip(true_positive, union)]
-    present = [v for v in iou if v is not None]
-    total = ground_truth.sum().item()
-    return {
-        "mIoU": float(np.mean(present)) if present else float("nan"),
-        "pixel_accuracy": true_positive.sum().item() / total if total else float("nan"),
-        "per_class_IoU": iou,
-    }
-
-
-def linear_probe_accuracy(
-    train_features: torch.Tensor,
-    train_labels: torch.Tensor,
-    test_features: torch.Tensor,
-    test_labels: torch.Tensor,
-    weight_decay: float = 1e-3,
-    steps: int = 100,
-) -> float:
-    """Multinomial logistic regression (L-BFGS, L2 penalty) on L2-normalised features; test top-1 accuracy."""
-    train, test = F.normalize(train_features.double(), dim=-1), F.normalize(test_features.double(), dim=-1)
-    num_classes = int(max(train_labels.max(), test_labels.max())) + 1
-    weight = torch.zeros(train.shape[1], num_classes, dtype=torch.float64, requires_grad=True)
-    bias = torch.zeros(num_classes, dtype=torch.float64, requires_grad=True)
-    optimizer = torch.optim.LBFGS([weight, bias], max_iter=steps, line_search_fn="strong_wolfe")
-
-    def closure():
-        optimizer.zero_grad()
-        loss = F.cross_entropy(train @ weight + bias, train_labels) + weight_decay * weight.pow(2).sum()
-        loss.backward()
-        return loss
-
-    optimizer.step(closure)
-    with torch.no_grad():
-        return ((test @ weight + bias).argmax(dim=1) == test_labels).double().mean().item()
-
+from ..configuration_silc import DEFAULT_PROMPT_TEMPLATES
+from .metrics import (
+    CLASSIFICATION_TASK,
+    IMAGE_TO_TEXT_R1,
+    LINEAR_PROBE_TASK,
+    RETRIEVAL_TASK,
+    SEGMENTATION_MIOU,
+    SEGMENTATION_TASK,
+    TEXT_TO_IMAGE_R1,
+    ZERO_SHOT_TOP1,
+    classes_of_mask,
+    confusion_matrix,
+    linear_probe_accuracy,
+    mask_value_lookup,
+    recall_at_k,
+    segmentation_metrics,
+    topk_accuracy,
+)
+from .prompts import encode_class_names
+from .segmentation import logits_to_result, segment_pixels, segmentation_inputs
 
 def results_entry(
     task: str, dataset: str, metrics: dict, split: str | None = None, dataset_name: str | None = None
@@ -161,7 +92,7 @@ def evaluate_zero_shot_classification(
     class_names: list[str],
     image_column="image",
     label_column="label",
-    templates=DEFAULT_TEMPLATES,
+    templates=DEFAULT_PROMPT_TEMPLATES,
     batch_size: int = 64,
     images: torch.Tensor | None = None,
 ) -> dict[str, float]:
@@ -209,7 +140,7 @@ def evaluate_segmentation(
     class_names: list[str],
     image_column="image",
     mask_column="mask",
-    templates=DEFAULT_TEMPLATES,
+    templates=DEFAULT_PROMPT_TEMPLATES,
     method: str = "value",
     ignore_index: int | None = None,
     mask_offset: int = 0,
@@ -220,10 +151,7 @@ def evaluate_segmentation(
     """mIoU and pixel accuracy of zero-shot segmentation. Mask value `v` is class `v - mask_offset`
     (e.g. `mask_offset=1` when 0 marks background and `ignore_index=0` drops it), or, with `mask_ids`, class `i`
     has mask value `mask_ids[i]` and every other value is ignored."""
-    lookup = None
-    if mask_ids is not None:
-        lookup = torch.full((max(mask_ids) + 2,), -1, dtype=torch.long)  # last entry: any larger value
-        lookup[torch.tensor(mask_ids)] = torch.arange(len(mask_ids))
+    lookup = mask_value_lookup(mask_ids, missing=-1) if mask_ids is not None else None
     text_embeds = encode_class_names(model, processor.tokenizer, class_names, templates)
     size = model.config.vision_config.image_size
     confusion = torch.zeros(len(class_names), len(class_names) + 1, dtype=torch.long)
@@ -236,7 +164,7 @@ def evaluate_segmentation(
         ignore = mask == ignore_index if ignore_index is not None else torch.zeros_like(mask, dtype=torch.bool)
         target = torch.where(ignore, torch.full_like(mask, -1), mask - mask_offset)
         if lookup is not None:
-            target = torch.where(ignore, -1, lookup[mask.clamp(max=len(lookup) - 1)])
+            target = torch.where(ignore, -1, classes_of_mask(mask, lookup))
         confusion += confusion_matrix(result.labels, target, len(class_names))
     return segmentation_metrics(confusion)
 
@@ -267,10 +195,10 @@ def evaluate_linear_probe(
 
 
 TASKS = {
-    "classification": "zero-shot-image-classification",
-    "retrieval": "image-text-retrieval",
-    "segmentation": "zero-shot-image-segmentation",
-    "linear_probe": "few-shot-linear-probe",
+    "classification": CLASSIFICATION_TASK,
+    "retrieval": RETRIEVAL_TASK,
+    "segmentation": SEGMENTATION_TASK,
+    "linear_probe": LINEAR_PROBE_TASK,
 }
 
 
@@ -292,7 +220,7 @@ def evaluate(
     text_column="text",
     label_column="label",
     mask_column="mask",
-    templates=DEFAULT_TEMPLATES,
+    templates=DEFAULT_PROMPT_TEMPLATES,
     method: str = "value",
     ignore_index: int | None = None,
     mask_offset: int = 0,
@@ -356,7 +284,7 @@ class ZeroShotEvaluator:
 
     dataset: Any
     class_names: list[str] | None = None
-    templates: Sequence[str] = DEFAULT_TEMPLATES
+    templates: Sequence[str] = DEFAULT_PROMPT_TEMPLATES
     tasks: Sequence[str] | None = None
     image_column: str = "image"
     text_column: str = "text"
@@ -399,15 +327,15 @@ class ZeroShotEvaluator:
                 model, processor, self.dataset, self.class_names, self.image_column, self.label_column,
                 self.templates, images=images,
             )
-            metrics["zero_shot_top1"] = accuracy["top1_accuracy"]
+            metrics[ZERO_SHOT_TOP1] = accuracy["top1_accuracy"]
         if "retrieval" in self.tasks:
             recall = evaluate_retrieval(model, processor, self.dataset, self.image_column, self.text_column, images=images)
-            metrics["image_to_text_R@1"] = recall["image_to_text_R@1"]
-            metrics["text_to_image_R@1"] = recall["text_to_image_R@1"]
+            metrics[IMAGE_TO_TEXT_R1] = recall[IMAGE_TO_TEXT_R1]
+            metrics[TEXT_TO_IMAGE_R1] = recall[TEXT_TO_IMAGE_R1]
         if "segmentation" in self.tasks:
             segmentation = evaluate_segmentation(
                 model, processor, self.dataset, self.class_names, self.image_column, self.mask_column, self.templates,
                 self.method, self.ignore_index, self.mask_offset,
             )
-            metrics["segmentation_mIoU"] = segmentation["mIoU"]
+            metrics[SEGMENTATION_MIOU] = segmentation["mIoU"]
         return metrics

@@ -3,24 +3,15 @@
 Each image has a textured background, one large main object and up to two small ones, of five classes (tree,
 house, car, flower, fish), each drawn from parts (a tree is a crown on a trunk, a car a body, a window and two
 wheels, ...) in a colour. It comes with a natural-language caption naming every object and the background (an
-object's colour is named half of the time: "a large red car" or "a large car"), a pixel mask (0 = background, k = the k-th class, every part of an object carrying its class) and
-a class label (the class with the most visible pixels). Everything is a deterministic function of the seed.
+object's colour is named half of the time: "a large red car" or "a large car"), a pixel mask (0 = background,
+k = the k-th class, every part of an object carrying its class) and a class label (the class with the most visible pixels). Everything is a deterministic function of the seed.
 Splits use disjoint seeds. Export as `imagefolder` + `metadata.jsonl` or as webdataset shards, so that the
 training and evaluation scripts run on it exactly as on real data:
 
-    python -m silc_hf.synthetic --output-dir data/scenes                      # imagefolder splits
-    python -m silc_hf.synthetic --output-dir data/scenes-wds --format webdataset
+    python -m silc_hf.data.scenes --output-dir data/scenes                      # imagefolder splits
+    python -m silc_hf.data.scenes --output-dir data/scenes-wds --format webdataset
 
-Why part-based objects: the first version drew single-colour geometric shapes, and a shape concept turned out
-not to be learnable at CPU scale even with labels (the demo's ViT trained with cross-entropy on the dominant
-shape: 27-40 % test accuracy after 600 steps, chance 20-32 %; a small CNN 33-41 %). Objects recognisable from
-their parts' colours and layout are learned quickly (the same supervised probe: 80 % top-1, 57 % mIoU on the
-objects' pixels from the patch tokens), and they make dense labelling a real test of what patch features know:
-colours are shared between classes (a red car, a red roof, a red flower), so labelling each part with its
-object's class takes more than the colour under the patch. Why one main object and colours named half of the
-time (measured with the demo's CLIP-only recipe, 600 steps): with 1-4 scattered objects of equal size and
-every colour named, zero-shot top-1 was 36 %; captions that always name the colour let the text side lean on
-colour words (never naming them: 44 %, but segmentation mIoU 10.5 %); half of the time: 64 % and 24.9 %.
+Why the scenes look as they do, and what was measured on them: `docs/scenes.md`.
 """
 
 import argparse
@@ -34,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .cli import ArgumentParser
+from ..tools.cli import ArgumentParser
 
 CLASSES = ("tree", "house", "car", "flower", "fish")
 PALETTE = {
@@ -297,7 +288,7 @@ def export(
 
 def main(argv: list[str] | None = None) -> None:
     parser = ArgumentParser(
-        prog="python -m silc_hf.synthetic",
+        prog="python -m silc_hf.data.scenes",
         description=__doc__.split("\n\n")[0].replace("\n", " "),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
