@@ -15,8 +15,10 @@ $(BIN)/.silc-installed: pyproject.toml
 	$(BIN)/pip install -q ftfy regex
 	touch $@
 
-# The test suite (CPU, float32).
+# Lint and format checks (ruff), then the test suite (CPU, float32).
 test: $(BIN)/.silc-installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest -v --durations=5
 
 # Main job: convert a small random CLIP into a SILC folder and classify a bundled image with the pipeline.

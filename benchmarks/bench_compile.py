@@ -6,14 +6,12 @@ as `SilcTrainer` does under `--torch_compile` (`fullgraph=True`, one graph per v
 Median seconds per call after the compilation warm-up (whose time is reported too), float32.
 """
 
-import json
-
 import torch
 
 from silc_hf import SilcConfig, SilcModel
 from silc_hf.demo.recipe import DEMO_MODEL
 from silc_hf.tools.benchmark import random_pretraining_batch, time_calls
-from silc_hf.tools.cli import ArgumentParser, run_script
+from silc_hf.tools.cli import ArgumentParser, run_script, write_results
 from silc_hf.training.pretraining import SilcPretrainingModel
 
 PRESETS = {
@@ -21,10 +19,13 @@ PRESETS = {
     "ti16": (
         {
             "vision_config": dict(hidden_size=192, intermediate_size=768, num_hidden_layers=12, num_attention_heads=3),
-            "text_config": dict(hidden_size=192, intermediate_size=768, num_hidden_layers=12, num_attention_heads=3,
-                                projection_dim=192),
+            "text_config": dict(
+                hidden_size=192, intermediate_size=768, num_hidden_layers=12, num_attention_heads=3, projection_dim=192
+            ),
         },
-        8, 96, 65536,
+        8,
+        96,
+        65536,
     ),
 }
 
@@ -83,11 +84,11 @@ def main(argv: list[str] | None = None) -> dict:
     print("| | eager | compiled | speedup | compile warm-up |\n|---|---|---|---|---|")
     for key, label in (("inference_s", "inference (image + text)"), ("train_step_s", "SILC train step")):
         first = key.replace("_s", "_first_call_s") if key == "inference_s" else "train_first_call_s"
-        print(f"| {label} | {eager[key] * 1000:.0f} ms | {compiled[key] * 1000:.0f} ms | "
-              f"{eager[key] / compiled[key]:.2f}x | {compiled[first]:.0f} s |")
-    if args.results:
-        with open(args.results, "w") as file:
-            json.dump(results, file, indent=2)
+        print(
+            f"| {label} | {eager[key] * 1000:.0f} ms | {compiled[key] * 1000:.0f} ms | "
+            f"{eager[key] / compiled[key]:.2f}x | {compiled[first]:.0f} s |"
+        )
+    write_results(args.results, results)
     return results
 
 

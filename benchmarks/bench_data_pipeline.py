@@ -10,27 +10,17 @@ GPU = images/s one H200 consumes (FLOP model of `silc_hf.tools.benchmark`, SILC-
 96 px, 989 TFLOP/s bf16 peak at 45 % MFU) x CPU seconds per image.
 """
 
-import itertools
-import json
-import time
-
 import numpy as np
 
 from silc_hf import SilcConfig
-from silc_hf.tools.benchmark import photo_like_jpeg, step_flops, time_calls
-from silc_hf.tools.cli import ArgumentParser, run_script
+from silc_hf.tools.benchmark import mean_cpu_ms, photo_like_jpeg, step_flops
+from silc_hf.tools.cli import ArgumentParser, run_script, write_results
 from silc_hf.training.arguments import MultiCropArguments
 from silc_hf.training.augmentation import MultiCropTransform
 from silc_hf.training.data import SamplePreparer
 
 SIZES = [(500, 375), (1024, 768), (2048, 1536)]
 H200_BF16_PEAK, MFU = 989e12, 0.45
-
-
-def cpu_ms(fn, items) -> float:
-    """Mean CPU milliseconds of `fn` over `items`, after one warm-up call on the first."""
-    calls = iter(itertools.chain(items[:1], items))
-    return time_calls(lambda: fn(next(calls)), len(items), clock=time.process_time).mean * 1000
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -56,23 +46,34 @@ def main(argv: list[str] | None = None) -> dict:
 
     rows = []
     for width, height in SIZES:
-        items = [({"image": {"bytes": photo_like_jpeg(width, height, seed), "path": None}, "text": "a photo"}, seed)
-                 for seed in range(args.images)]
-        ms_before, ms_after = cpu_ms(before, items), cpu_ms(after, items)
-        rows.append({"size": f"{width}x{height}", "ms_before": ms_before, "ms_after": ms_after,
-                     "speedup": ms_before / ms_after, "cores_per_h200_before": images_per_s * ms_before / 1000,
-                     "cores_per_h200_after": images_per_s * ms_after / 1000})
+        items = [
+            ({"image": {"bytes": photo_like_jpeg(width, height, seed), "path": None}, "text": "a photo"}, seed)
+            for seed in range(args.images)
+        ]
+        ms_before, ms_after = mean_cpu_ms(before, items), mean_cpu_ms(after, items)
+        rows.append(
+            {
+                "size": f"{width}x{height}",
+                "ms_before": ms_before,
+                "ms_after": ms_after,
+                "speedup": ms_before / ms_after,
+                "cores_per_h200_before": images_per_s * ms_before / 1000,
+                "cores_per_h200_after": images_per_s * ms_after / 1000,
+            }
+        )
     results = {"gflop_per_image": flops_per_image / 1e9, "h200_images_per_s": images_per_s, "rows": rows}
-    print(f"SILC-B/16 step: {flops_per_image / 1e9:.0f} GFLOP per image -> one H200 at 45 % MFU uses "
-          f"{images_per_s:.0f} images/s\n")
+    print(
+        f"SILC-B/16 step: {flops_per_image / 1e9:.0f} GFLOP per image -> one H200 at 45 % MFU uses "
+        f"{images_per_s:.0f} images/s\n"
+    )
     print("| JPEG | CPU ms/image before | after | speedup | cores per H200 before | after |")
     print("|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['size']} | {r['ms_before']:.1f} | {r['ms_after']:.1f} | {r['speedup']:.2f}x | "
-              f"{r['cores_per_h200_before']:.1f} | {r['cores_per_h200_after']:.1f} |")
-    if args.results:
-        with open(args.results, "w") as file:
-            json.dump(results, file, indent=2)
+        print(
+            f"| {r['size']} | {r['ms_before']:.1f} | {r['ms_after']:.1f} | {r['speedup']:.2f}x | "
+            f"{r['cores_per_h200_before']:.1f} | {r['cores_per_h200_after']:.1f} |"
+        )
+    write_results(args.results, results)
     return results
 
 

@@ -11,15 +11,14 @@ batched photometric augmentation's share, and the data workers' CPU time per ima
 """
 
 import io
-import json
 
 import numpy as np
 import torch
 from PIL import Image
 
 from silc_hf import SilcConfig, SilcModel
-from silc_hf.tools.benchmark import step_flops, time_calls
-from silc_hf.tools.cli import ArgumentParser, run_script
+from silc_hf.tools.benchmark import mean_cpu_ms, step_flops, time_calls
+from silc_hf.tools.cli import ArgumentParser, run_script, write_results
 from silc_hf.training.arguments import MultiCropArguments
 from silc_hf.training.augmentation import MultiCropTransform, apply_photometric
 from silc_hf.training.data import SamplePreparer
@@ -112,10 +111,8 @@ def main(argv: list[str] | None = None) -> dict:
         buffer = io.BytesIO()
         photo.save(buffer, format="JPEG", quality=90)
         encoded.append(buffer.getvalue())
-    start = time.process_time()
-    for i, data in enumerate(encoded):
-        preparer({"image": {"bytes": data, "path": None}, "text": "a photo"}, np.random.default_rng(i))
-    data_ms = (time.process_time() - start) / len(encoded) * 1000
+    samples = [({"image": {"bytes": data, "path": None}, "text": "a photo"}, i) for i, data in enumerate(encoded)]
+    data_ms = mean_cpu_ms(lambda sample: preparer(sample[0], np.random.default_rng(sample[1])), samples)
 
     head_params = sum(p.numel() for p in wrapper.student_head.parameters())
     results = {
@@ -137,7 +134,8 @@ def main(argv: list[str] | None = None) -> dict:
         "data_worker_cpu_ms_per_image": data_ms,
     }
     print(
-        f"\nSILC vs CLIP-only training step: {args.preset}, batch {batch}, {n_local} local crops of {local} px, {device}, {args.dtype}"
+        f"\nSILC vs CLIP-only training step: {args.preset}, batch {batch}, {n_local} local crops of {local} px, "
+        f"{device}, {args.dtype}"
     )
     print(f"{'quantity':<40}{'value':>14}")
     rows = [
@@ -152,9 +150,7 @@ def main(argv: list[str] | None = None) -> dict:
     ]
     for name, value in rows:
         print(f"{name:<40}{value:>14}")
-    if args.results:
-        with open(args.results, "w") as file:
-            json.dump(results, file, indent=2)
+    write_results(args.results, results)
     return results
 
 

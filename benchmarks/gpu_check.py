@@ -14,14 +14,13 @@ Without CUDA it says so and exits 0. Checks, all on SILC-B/16 (ViT-B/16 at 224 p
    with the same tower sizes.
 """
 
-import json
 import time
 
 import torch
 
 from silc_hf import SilcConfig, SilcModel
 from silc_hf.tools.benchmark import random_pretraining_batch, step_flops, time_calls
-from silc_hf.tools.cli import ArgumentParser, run_script
+from silc_hf.tools.cli import ArgumentParser, run_script, write_results
 from silc_hf.training.pretraining import SilcPretrainingModel
 
 LOCAL_CROPS, LOCAL_SIZE = 8, 96
@@ -73,8 +72,11 @@ def attention_check(config: SilcConfig) -> dict:
         except RuntimeError as error:
             return {"flash_available": False, "reason": str(error).splitlines()[0]}
     cosine = torch.nn.functional.cosine_similarity(flash, reference, dim=-1).min().item()
-    return {"flash_available": True, "min_cosine_flash_vs_math": cosine,
-            "max_abs_difference": (flash - reference).abs().max().item()}
+    return {
+        "flash_available": True,
+        "min_cosine_flash_vs_math": cosine,
+        "max_abs_difference": (flash - reference).abs().max().item(),
+    }
 
 
 def training_check(config: SilcConfig, max_batch: int, steps: int, peak_tflops: float) -> dict:
@@ -98,8 +100,12 @@ def training_check(config: SilcConfig, max_batch: int, steps: int, peak_tflops: 
 
             torch.cuda.reset_peak_memory_stats()
             step_s = seconds(step, steps)
-            best = {"batch": batch, "step_s": step_s, "samples_per_s": batch / step_s,
-                    "peak_memory_gib": torch.cuda.max_memory_allocated() / 2**30}
+            best = {
+                "batch": batch,
+                "step_s": step_s,
+                "samples_per_s": batch / step_s,
+                "peak_memory_gib": torch.cuda.max_memory_allocated() / 2**30,
+            }
             batch *= 2
         except torch.OutOfMemoryError:
             break
@@ -118,20 +124,32 @@ def inference_check(config: SilcConfig, steps: int) -> dict:
 
     vision, text = config.vision_config, config.text_config
     clip_config = CLIPConfig(
-        vision_config=dict(hidden_size=vision.hidden_size, intermediate_size=vision.intermediate_size,
-                           num_hidden_layers=vision.num_hidden_layers, num_attention_heads=vision.num_attention_heads,
-                           image_size=vision.image_size, patch_size=vision.patch_size),
-        text_config=dict(hidden_size=text.hidden_size, intermediate_size=text.intermediate_size,
-                         num_hidden_layers=text.num_hidden_layers, num_attention_heads=text.num_attention_heads,
-                         max_position_embeddings=text.max_position_embeddings, vocab_size=text.vocab_size,
-                         bos_token_id=0, pad_token_id=1, eos_token_id=text.vocab_size - 1),
+        vision_config=dict(
+            hidden_size=vision.hidden_size,
+            intermediate_size=vision.intermediate_size,
+            num_hidden_layers=vision.num_hidden_layers,
+            num_attention_heads=vision.num_attention_heads,
+            image_size=vision.image_size,
+            patch_size=vision.patch_size,
+        ),
+        text_config=dict(
+            hidden_size=text.hidden_size,
+            intermediate_size=text.intermediate_size,
+            num_hidden_layers=text.num_hidden_layers,
+            num_attention_heads=text.num_attention_heads,
+            max_position_embeddings=text.max_position_embeddings,
+            vocab_size=text.vocab_size,
+            bos_token_id=0,
+            pad_token_id=1,
+            eos_token_id=text.vocab_size - 1,
+        ),
         projection_dim=config.projection_dim,
     )
     pixels = torch.randn(256, 3, 224, 224, device="cuda", dtype=torch.bfloat16)
     input_ids = torch.randint(2, 30000, (256, text.max_position_embeddings), device="cuda")
     input_ids[:, -1] = text.vocab_size - 1  # CLIP pools at its EOS
-    results = {}
-    for name, model in (("silc", SilcModel(config)), ("hf_clip", CLIPModel(clip_config))):
+
+    def samples_per_s(model) -> float:  # the model is freed on return
         model = model.cuda().eval().to(torch.bfloat16)
 
         def forward():
@@ -139,9 +157,11 @@ def inference_check(config: SilcConfig, steps: int) -> dict:
                 model.get_image_features(pixel_values=pixels)
                 model.get_text_features(input_ids=input_ids)
 
-        results[f"{name}_samples_per_s"] = 256 / seconds(forward, steps)
-        del model
-        torch.cuda.empty_cache()
+        return 256 / seconds(forward, steps)
+
+    results = {"silc_samples_per_s": samples_per_s(SilcModel(config))}
+    torch.cuda.empty_cache()
+    results["hf_clip_samples_per_s"] = samples_per_s(CLIPModel(clip_config))
     results["silc_over_clip"] = results["silc_samples_per_s"] / results["hf_clip_samples_per_s"]
     return results
 
@@ -165,11 +185,13 @@ def main(argv: list[str] | None = None) -> dict:
     results["training"] = training_check(config, args.max_batch, args.steps, results["matmul_peak_tflops_bf16"])
     results["inference"] = inference_check(config, args.steps)
     results["seconds"] = time.time() - start
-    with open(args.results, "w") as file:
-        json.dump(results, file, indent=2)
+    write_results(args.results, results)
 
     train, inference, attention = results["training"], results["inference"], results["attention"]
-    print(f"{results['device']}, torch {results['torch']}: bf16 matmul peak {results['matmul_peak_tflops_bf16']:.0f} TFLOP/s\n")
+    print(
+        f"{results['device']}, torch {results['torch']}: "
+        f"bf16 matmul peak {results['matmul_peak_tflops_bf16']:.0f} TFLOP/s\n"
+    )
     print("| check | result |\n|---|---|")
     for key, value in results["bf16_vs_float32"].items():
         print(f"| bf16 vs float32, {key} (relative) | {value:.2e} |")
@@ -185,8 +207,10 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"| samples/s | {train['samples_per_s']:.0f} |")
         print(f"| MFU ({train['gflop_per_image']:.0f} GFLOP per sample) | {100 * train['mfu']:.1f} % |")
         print(f"| peak memory | {train['peak_memory_gib']:.1f} GiB |")
-    print(f"| inference samples/s, SILC / HF CLIP | {inference['silc_samples_per_s']:.0f} / "
-          f"{inference['hf_clip_samples_per_s']:.0f} ({inference['silc_over_clip']:.2f}x) |")
+    print(
+        f"| inference samples/s, SILC / HF CLIP | {inference['silc_samples_per_s']:.0f} / "
+        f"{inference['hf_clip_samples_per_s']:.0f} ({inference['silc_over_clip']:.2f}x) |"
+    )
     print(f"\n{results['seconds']:.0f} s; JSON: {args.results}")
     return results
 

@@ -24,7 +24,7 @@ import torch
 from silc_hf.data import load_image_text_dataset
 from silc_hf.data.scenes import BACKGROUNDS, export
 from silc_hf.demo.recipe import DATA_SIZES, train
-from silc_hf.tools.cli import ArgumentParser, parse_overrides, run_script
+from silc_hf.tools.cli import ArgumentParser, parse_overrides, run_script, write_results
 from silc_hf.tools.plotting import DIAGNOSTICS
 from silc_hf.zero_shot.evaluation import evaluate_linear_probe, image_embeddings
 
@@ -75,7 +75,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--max_steps", type=int, default=600)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
-        "--set", nargs="+", default=[], metavar="FIELD=VALUE", help="SilcTrainingArguments overrides of the demo's recipe"
+        "--set",
+        nargs="+",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="SilcTrainingArguments overrides of the demo's recipe",
     )
     parser.add_argument("--results", help="also write the results here (default: OUTPUT_DIR/dino_only.json)")
     args = parser.parse(argv)
@@ -83,6 +87,7 @@ def main(argv: list[str] | None = None) -> dict:
     data_dir = os.path.join(args.output_dir, "data")
     if not os.path.exists(os.path.join(data_dir, "test", "metadata.jsonl")):
         export(data_dir, DATA_SIZES, seed=0, image_size=64)
+
     def with_background(split):  # the background texture (every caption names it) as a second probe target
         kinds = [next(i for i, kind in enumerate(BACKGROUNDS) if kind in caption) for caption in split["text"]]
         return split.add_column("background", kinds)
@@ -96,10 +101,25 @@ def main(argv: list[str] | None = None) -> dict:
         return accuracy["100_shot_accuracy"]
 
     # the untrained network: one step at a vanishing learning rate builds the identical model and tokenizer
-    untrained = train(os.path.join(args.output_dir, "random-init"), data_dir, 1, 1.0, args.seed,
-                      contrastive_weight=0.0, learning_rate=1e-12, eval_strategy="no")
-    trainer = train(os.path.join(args.output_dir, "model"), data_dir, args.max_steps, 1.0, args.seed,
-                    contrastive_weight=0.0, **overrides)
+    untrained = train(
+        os.path.join(args.output_dir, "random-init"),
+        data_dir,
+        1,
+        1.0,
+        args.seed,
+        contrastive_weight=0.0,
+        learning_rate=1e-12,
+        eval_strategy="no",
+    )
+    trainer = train(
+        os.path.join(args.output_dir, "model"),
+        data_dir,
+        args.max_steps,
+        1.0,
+        args.seed,
+        contrastive_weight=0.0,
+        **overrides,
+    )
     wrapper, processor = trainer.pretraining_model, trainer.processing_class
     pixels = processor.image_processor(images=[image.convert("RGB") for image in test["image"]], return_tensors="pt")
     with torch.no_grad():
@@ -127,8 +147,7 @@ def main(argv: list[str] | None = None) -> dict:
         "teacher_nmi_with_background": normalised_mutual_information(clusters, backgrounds),
         "teacher_nmi_with_background_by_chance": chance_nmi(clusters, backgrounds),
     }
-    with open(args.results or os.path.join(args.output_dir, "dino_only.json"), "w") as file:
-        json.dump(results, file, indent=2)
+    write_results(args.results or os.path.join(args.output_dir, "dino_only.json"), results)
     print(json.dumps(results, indent=2))
     return results
 

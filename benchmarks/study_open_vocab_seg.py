@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from transformers import TrainingArguments
 
-from silc_hf.tools.cli import ArgumentParser, parse_overrides, read_config_file, run_script
+from silc_hf.tools.cli import ArgumentParser, parse_overrides, read_config_file, run_script, write_results
 from silc_hf.training.arguments import OpenVocabSegArguments
 from silc_hf.training.open_vocab import train_open_vocab_segmenter
 
@@ -50,7 +50,11 @@ def run(backbone: str, seed: int, args, overrides: dict) -> dict:
 
 def table(records: list[dict]) -> str:
     lines = [
-        "| backbone | seeds | " + " | ".join(f"zero-shot {c}" for c in COLUMNS) + " | " + " | ".join(f"trained {c}" for c in COLUMNS) + " |",
+        "| backbone | seeds | "
+        + " | ".join(f"zero-shot {c}" for c in COLUMNS)
+        + " | "
+        + " | ".join(f"trained {c}" for c in COLUMNS)
+        + " |",
         "|---" * (2 + 2 * len(COLUMNS)) + "|",
     ]
     for backbone in dict.fromkeys(r["backbone"] for r in records):
@@ -94,8 +98,12 @@ def gallery(args, backbone: str, seed: int, path: str, count: int = 5) -> None:
         rows.append((image, truth, zero_shot.labels.numpy(), trained.numpy()))
     unseen = ", ".join(args.unseen)
     plot_segmentation_gallery(
-        rows, names[1:], colors, path,
-        titles=("image", "ground truth", "zero-shot", f"trained ({unseen} unseen)"), background_label="background",
+        rows,
+        names[1:],
+        colors,
+        path,
+        titles=("image", "ground truth", "zero-shot", f"trained ({unseen} unseen)"),
+        background_label="background",
     )
 
 
@@ -115,9 +123,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         for seed in args.seeds:
             records.append(run(backbone, seed, args, overrides))
             print(f"finished {backbone} seed {seed}", flush=True)
-    os.makedirs(os.path.dirname(args.results) or ".", exist_ok=True)
-    with open(args.results, "w") as file:
-        json.dump({"unseen": args.unseen, "overrides": args.set, "runs": records}, file, indent=2)
+    write_results(args.results, {"unseen": args.unseen, "overrides": args.set, "runs": records})
     print(f"\nCaptioned scenes, unseen classes {args.unseen}; test split; numbers in %\n")
     print(table(records))
     if "silc" in args.backbones:

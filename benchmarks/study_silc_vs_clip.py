@@ -17,7 +17,7 @@ import statistics
 from silc_hf.data import load_image_text_dataset
 from silc_hf.data.scenes import CLASSES, export
 from silc_hf.demo.recipe import DATA_SIZES, TEMPLATES, train
-from silc_hf.tools.cli import ArgumentParser, parse_overrides, run_script
+from silc_hf.tools.cli import ArgumentParser, parse_overrides, run_script, write_results
 from silc_hf.tools.plotting import DIAGNOSTICS, plot_metric_vs_step
 from silc_hf.zero_shot.evaluation import evaluate_retrieval, evaluate_segmentation, evaluate_zero_shot_classification
 
@@ -108,10 +108,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
         for seed in args.seeds:
             records.append(run(name, dict(overrides), seed, data_dir, args.output_dir, args.max_steps))
             print(f"finished {name} seed {seed}", flush=True)
-    with open(args.results or os.path.join(args.output_dir, "study.json"), "w") as file:
-        json.dump(records, file, indent=2)
+    write_results(args.results or os.path.join(args.output_dir, "study.json"), records)
     print(
-        f"\nCaptioned scenes, {args.max_steps} steps x batch {64}, test split ({DATA_SIZES['test']} images); numbers in %\n"
+        f"\nCaptioned scenes, {args.max_steps} steps x batch {64}, test split ({DATA_SIZES['test']} images); "
+        "numbers in %\n"
     )
     print(table(records))
     runs = {}

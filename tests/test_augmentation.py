@@ -160,7 +160,9 @@ def test_flip_only_global_views_keep_the_crops_and_drop_the_photometric_ops():
 
     image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (48, 40, 3), dtype=np.uint8))
     dino = MultiCropTransform(MultiCropArguments(num_local_crops=2, local_crop_size=16), 32)
-    flip = MultiCropTransform(MultiCropArguments(num_local_crops=2, local_crop_size=16, global_view_augmentation="flip"), 32)
+    flip = MultiCropTransform(
+        MultiCropArguments(num_local_crops=2, local_crop_size=16, global_view_augmentation="flip"), 32
+    )
     a, b = dino(image, np.random.default_rng(1)), flip(image, np.random.default_rng(1))
     assert torch.equal(a["global_views"], b["global_views"]) and torch.equal(a["local_views"], b["local_views"])
     assert torch.equal(a["global_augment"]["flip"], b["global_augment"]["flip"])

@@ -100,7 +100,9 @@ def test_the_scenes_cli_takes_both_spellings(argv, tmp_path):
 
 def test_evaluate_silc_takes_class_names_in_both_spellings(monkeypatch):
     module = load_script("training/evaluate_silc.py")
-    monkeypatch.setattr(module.AutoModel, "from_pretrained", lambda *a, **k: (_ for _ in ()).throw(SystemExit("parsed")))
+    monkeypatch.setattr(
+        module.AutoModel, "from_pretrained", lambda *a, **k: (_ for _ in ()).throw(SystemExit("parsed"))
+    )
     for flag in ("--class_names", "--class-names"):
         with pytest.raises(SystemExit, match="parsed"):
             module.main(["--model", "m", "--data", "d", flag, "a,b"])

@@ -7,13 +7,12 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from test_remote_code import load_without_package
 from transformers import AutoModel, AutoProcessor
 
 from silc_hf.convert.__main__ import main as convert_main
 from silc_hf.convert.big_vision import from_big_vision, load_npz
 from silc_hf.tools.model_card import render_model_card
-
-from test_remote_code import load_without_package
 
 FIXTURES = Path(__file__).parent / "fixtures" / "big_vision"
 # variant -> (text pooling, pad id) as in the fixture README

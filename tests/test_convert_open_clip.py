@@ -139,14 +139,26 @@ def test_command_line_writes_a_folder_that_auto_classes_load(tmp_path):
     source, config = _random_open_clip(False, "eos")
     torch.save(source.state_dict(), tmp_path / "open_clip_pytorch_model.bin")
     (tmp_path / "ViT-tiny.json").write_text(json.dumps(config))
-    main(["open-clip", str(tmp_path / "open_clip_pytorch_model.bin"), str(tmp_path / "ViT-tiny.json"), str(tmp_path / "silc")])
+    main(
+        [
+            "open-clip",
+            str(tmp_path / "open_clip_pytorch_model.bin"),
+            str(tmp_path / "ViT-tiny.json"),
+            str(tmp_path / "silc"),
+        ]
+    )
     model = AutoModel.from_pretrained(tmp_path / "silc").eval()
     images = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        torch.testing.assert_close(model.get_image_features(images).image_embeds, source.encode_image(images), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(
+            model.get_image_features(images).image_embeds, source.encode_image(images), rtol=1e-5, atol=1e-5
+        )
     # open_clip's preprocessing: shortest side to 32, center crop, OpenAI mean/std
     processor = AutoImageProcessor.from_pretrained(tmp_path / "silc")
     image = Image.new("RGB", (64, 40), (255, 0, 0))
     pixels = processor(images=image, return_tensors="pt")["pixel_values"]
     assert pixels.shape == (1, 3, 32, 32)
-    torch.testing.assert_close(pixels[0, :, 16, 16], torch.tensor([(1 - 0.48145466) / 0.26862954, -0.4578275 / 0.26130258, -0.40821073 / 0.27577711]))
+    torch.testing.assert_close(
+        pixels[0, :, 16, 16],
+        torch.tensor([(1 - 0.48145466) / 0.26862954, -0.4578275 / 0.26130258, -0.40821073 / 0.27577711]),
+    )

@@ -9,11 +9,11 @@ import pytest
 import torch
 from PIL import Image
 
-from silc_hf.training.arguments import MultiCropArguments
-from silc_hf.training.augmentation import MultiCropTransform
 from silc_hf.data import BadSampleError, load_image_text_dataset, to_rgb
 from silc_hf.data.loading import expand_braces
 from silc_hf.tools.benchmark import photo_like_jpeg
+from silc_hf.training.arguments import MultiCropArguments
+from silc_hf.training.augmentation import MultiCropTransform
 from silc_hf.training.data import MultiCropDataset, SamplePreparer, StreamingMultiCropDataset
 
 from conftest import shape_image, write_caption_folder
@@ -232,7 +232,9 @@ def test_reduced_jpeg_decoding_gives_the_full_resolution_crops_within_35_db():
         for key in ("global_views", "local_views"):
             error = (fast[key].double() - reference[key].double()).pow(2).mean()
             assert 10 * torch.log10(255**2 / error) >= 35, (seed, key)
-            assert torch.equal(fast[key.replace("views", "augment")]["flip"], reference[key.replace("views", "augment")]["flip"])
+            assert torch.equal(
+                fast[key.replace("views", "augment")]["flip"], reference[key.replace("views", "augment")]["flip"]
+            )
     assert reduced_somewhere
     opened = preparer.open({"image": {"bytes": data, "path": None}})
     assert SamplePreparer.decode(opened, reduction=5.0).size == (512, 384)  # 1/4: the largest power of 2 <= 5
@@ -299,7 +301,12 @@ def test_scripts_cap_torch_threads_at_a_containers_cpu_quota_unless_omp_num_thre
     (v1 / "cpu" / "cpu.cfs_period_us").write_text("100000\n")
     (none).mkdir()
     (none / "cpu.max").write_text("max 100000\n")
-    assert (cpu_quota(str(v2)), cpu_quota(str(v1)), cpu_quota(str(none)), cpu_quota(str(tmp_path))) == (0.5, 2.5, None, None)
+    assert (cpu_quota(str(v2)), cpu_quota(str(v1)), cpu_quota(str(none)), cpu_quota(str(tmp_path))) == (
+        0.5,
+        2.5,
+        None,
+        None,
+    )
     threads = torch.get_num_threads()
     try:
         monkeypatch.delenv("OMP_NUM_THREADS", raising=False)

@@ -13,8 +13,20 @@ from conftest import load_script
 
 def test_demo_writes_loadable_outputs(tmp_path):
     results = demo_main(
-        ["--output-dir", str(tmp_path), "--max-steps", "4", "--eval-steps", "2", "--train-examples", "64",
-         "--validation-examples", "8", "--test-examples", "8"]
+        [
+            "--output-dir",
+            str(tmp_path),
+            "--max-steps",
+            "4",
+            "--eval-steps",
+            "2",
+            "--train-examples",
+            "64",
+            "--validation-examples",
+            "8",
+            "--test-examples",
+            "8",
+        ]
     )
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert [r["task"] for r in metrics["results"]] == [
@@ -38,9 +50,7 @@ def test_demo_writes_loadable_outputs(tmp_path):
         image, candidate_labels=["car", "fish"], hypothesis_template="a {}"
     )
     assert len(classified) == 2
-    segments = pipeline("zero-shot-image-segmentation", model=str(model_dir))(
-        image, candidate_labels=["car", "fish"]
-    )
+    segments = pipeline("zero-shot-image-segmentation", model=str(model_dir))(image, candidate_labels=["car", "fish"])
     assert {s["label"] for s in segments} <= {"car", "fish"}
     card = (model_dir / "README.md").read_text()
     assert "model-index" in card and f"{metrics['results'][0]['metrics']['top1_accuracy']}" in card
@@ -49,11 +59,27 @@ def test_demo_writes_loadable_outputs(tmp_path):
     # demo's numbers
     evaluate_silc = load_script("training/evaluate_silc.py")
     data = tmp_path / "data"
-    cli = evaluate_silc.main([
-        "--model", str(model_dir), "--data", str(data / "test"), "--tasks", "classification", "retrieval",
-        "segmentation", "linear_probe", "--probe_data", str(data / "train"), "--class_names",
-        "tree,house,car,flower,fish", "--ignore_index", "0", "--mask_offset", "1",
-    ])
+    cli = evaluate_silc.main(
+        [
+            "--model",
+            str(model_dir),
+            "--data",
+            str(data / "test"),
+            "--tasks",
+            "classification",
+            "retrieval",
+            "segmentation",
+            "linear_probe",
+            "--probe_data",
+            str(data / "train"),
+            "--class_names",
+            "tree,house,car,flower,fish",
+            "--ignore_index",
+            "0",
+            "--mask_offset",
+            "1",
+        ]
+    )
     assert [r["metrics"] for r in cli["results"]] == [r["metrics"] for r in metrics["results"]]
 
 

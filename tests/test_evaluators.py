@@ -4,13 +4,13 @@ import pytest
 import torch
 
 from silc_hf import SilcImageProcessor, SilcModel, SilcProcessor
+from silc_hf.data.scenes import CLASSES, as_dataset
 from silc_hf.zero_shot.evaluation import (
     ZeroShotEvaluator,
     evaluate_retrieval,
     evaluate_segmentation,
     evaluate_zero_shot_classification,
 )
-from silc_hf.data.scenes import CLASSES, as_dataset
 
 from conftest import clip_tokenizer, tiny_silc_config
 

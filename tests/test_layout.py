@@ -107,7 +107,9 @@ def test_a_segmenter_saved_by_the_flat_layout_loads_and_gives_its_outputs():
     with torch.no_grad():
         logits = model(pixel_values=pixels, **tokens).logits
     assert list(logits.shape) == expected["logits_shape"]
-    torch.testing.assert_close(logits.sum(dim=(0, 2, 3)), torch.tensor(expected["logits_sum_per_class"]), rtol=1e-4, atol=1e-3)
+    torch.testing.assert_close(
+        logits.sum(dim=(0, 2, 3)), torch.tensor(expected["logits_sum_per_class"]), rtol=1e-4, atol=1e-3
+    )
 
 
 def test_a_training_args_file_pickled_by_the_flat_layout_loads():

@@ -236,7 +236,11 @@ def test_koleo_loss_is_minus_the_mean_log_nearest_neighbour_distance():
     # unit vectors at angles 0, 90 and 100 degrees (features are normalised inside, so scale them)
     angles = [0.0, math.pi / 2, math.radians(100)]
     features = torch.tensor([[3 * math.cos(a), 3 * math.sin(a)] for a in angles], requires_grad=True)
-    nearest = [2 * math.sin(math.radians(90) / 2), 2 * math.sin(math.radians(10) / 2), 2 * math.sin(math.radians(10) / 2)]
+    nearest = [
+        2 * math.sin(math.radians(90) / 2),
+        2 * math.sin(math.radians(10) / 2),
+        2 * math.sin(math.radians(10) / 2),
+    ]
     loss = koleo_loss(features)
     assert loss.item() == pytest.approx(-sum(math.log(d + 1e-8) for d in nearest) / 3, rel=1e-6)
     loss.backward()

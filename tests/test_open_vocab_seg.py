@@ -20,8 +20,8 @@ from silc_hf import (
     SilcOpenVocabularySegmentationConfig,
     SilcProcessor,
 )
-from silc_hf.zero_shot.prompts import tokenize_class_prompts
 from silc_hf.training.open_vocab import SegmentationMetrics, SilcSegmentationCollator
+from silc_hf.zero_shot.prompts import tokenize_class_prompts
 
 from conftest import clip_tokenizer, load_script, tiny_silc_config
 
@@ -97,7 +97,10 @@ def test_save_and_load_are_bit_exact(tmp_path):
         assert torch.equal(reference[key], restored[key]), key
     pixel_values = torch.randn(1, 3, 32, 32)
     with torch.no_grad():
-        assert torch.equal(model(pixel_values, **prompts(model, CLASSES)).logits, loaded(pixel_values, **prompts(model, CLASSES)).logits)
+        assert torch.equal(
+            model(pixel_values, **prompts(model, CLASSES)).logits,
+            loaded(pixel_values, **prompts(model, CLASSES)).logits,
+        )
 
 
 CHILD = r"""
@@ -123,7 +126,10 @@ def test_folder_loads_as_remote_code_without_the_package(tmp_path):
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "modules"))
     result = subprocess.run(
         [sys.executable, "-c", CHILD, str(folder), str(tmp_path / "inputs.pt")],
-        capture_output=True, text=True, env=env, cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     child = json.loads(result.stdout.strip().splitlines()[-1])
@@ -167,7 +173,9 @@ def test_gradient_reaches_exactly_the_parts_said_to_train(parts, pooling):
 
 
 def test_unknown_trainable_parts_are_refused():
-    with pytest.raises(ValueError, match=r"trainable_backbone='heads' is not supported; use one of \['none', 'attention', 'all'\]"):
+    with pytest.raises(
+        ValueError, match=r"trainable_backbone='heads' is not supported; use one of \['none', 'attention', 'all'\]"
+    ):
         tiny_segmenter().set_trainable_backbone("heads")
 
 
@@ -303,15 +311,57 @@ def test_tiny_training_lowers_the_loss_and_improves_seen_miou(tmp_path):
     tiny_processor().save_pretrained(tmp_path / "silc")
     write_colour_rectangles(tmp_path / "train", 96, seed=0)
     write_colour_rectangles(tmp_path / "test", 24, seed=1)
-    results = train_open_vocab_seg.main([
-        "--model", str(tmp_path / "silc"), "--train_data", str(tmp_path / "train"), "--eval_data", str(tmp_path / "test"),
-        "--class_names", "background", "red", "green", "blue", "yellow", "--unseen_classes", "yellow",
-        "--prompt_templates", *TEMPLATES, "--decoder_hidden_size", "16", "--guidance_size", "8",
-        "--upsampling_sizes", "8", "8", "--output_dir", str(tmp_path / "out"), "--max_steps", "40",
-        "--per_device_train_batch_size", "16", "--learning_rate", "3e-3", "--logging_steps", "10",
-        "--eval_strategy", "steps", "--eval_steps", "40", "--eval_on_start", "true", "--report_to", "none",
-        "--save_strategy", "no", "--use_cpu", "true", "--seed", "0",
-    ])
+    results = train_open_vocab_seg.main(
+        [
+            "--model",
+            str(tmp_path / "silc"),
+            "--train_data",
+            str(tmp_path / "train"),
+            "--eval_data",
+            str(tmp_path / "test"),
+            "--class_names",
+            "background",
+            "red",
+            "green",
+            "blue",
+            "yellow",
+            "--unseen_classes",
+            "yellow",
+            "--prompt_templates",
+            *TEMPLATES,
+            "--decoder_hidden_size",
+            "16",
+            "--guidance_size",
+            "8",
+            "--upsampling_sizes",
+            "8",
+            "8",
+            "--output_dir",
+            str(tmp_path / "out"),
+            "--max_steps",
+            "40",
+            "--per_device_train_batch_size",
+            "16",
+            "--learning_rate",
+            "3e-3",
+            "--logging_steps",
+            "10",
+            "--eval_strategy",
+            "steps",
+            "--eval_steps",
+            "40",
+            "--eval_on_start",
+            "true",
+            "--report_to",
+            "none",
+            "--save_strategy",
+            "no",
+            "--use_cpu",
+            "true",
+            "--seed",
+            "0",
+        ]
+    )
     history = results["log_history"]
     losses = [e["loss"] for e in history if "loss" in e]
     evaluations = [e for e in history if "eval_mIoU_seen" in e]
@@ -333,7 +383,9 @@ def test_tower_weights_get_the_scaled_learning_rate(tmp_path):
 
     model = tiny_segmenter()
     model.set_trainable_backbone("attention")
-    args = TrainingArguments(output_dir=str(tmp_path), learning_rate=1e-3, weight_decay=0.1, report_to="none", use_cpu=True)
+    args = TrainingArguments(
+        output_dir=str(tmp_path), learning_rate=1e-3, weight_decay=0.1, report_to="none", use_cpu=True
+    )
     trainer = SilcSegmentationTrainer(model=model, args=args, backbone_learning_rate_scale=0.01)
     trainer.create_optimizer_and_scheduler(num_training_steps=10)
     tower = {id(p) for p in model.silc.parameters()}
@@ -377,7 +429,9 @@ def test_scene_parse_150_layout_from_local_parquet(tmp_path):
 
     model = tiny_segmenter()
     names = ["wall", "floor", "sky"]
-    collator = SilcSegmentationCollator(tiny_processor(), model.config, names, mask_ids=[1, 2, 3], mask_column="annotation")
+    collator = SilcSegmentationCollator(
+        tiny_processor(), model.config, names, mask_ids=[1, 2, 3], mask_column="annotation"
+    )
     labels = collator([dataset[0], dataset[1]])["labels"]
     expected = torch.from_numpy(np.stack(annotations[:2]).astype(np.int64)) - 1
     assert torch.equal(labels, torch.where(expected < 0, 255, expected))

@@ -115,7 +115,9 @@ def test_silc_pipeline_truncates_labels_longer_than_the_text_tower(clip_folder, 
         (["cat", "dog"], "a photo", "hypothesis_template='a photo' has no '{}' for the label"),
     ],
 )
-def test_silc_pipelines_refuse_empty_or_string_labels_and_templates_without_a_slot(clip_folder, tmp_path, labels, template, message):
+def test_silc_pipelines_refuse_empty_or_string_labels_and_templates_without_a_slot(
+    clip_folder, tmp_path, labels, template, message
+):
     silc_folder = tmp_path / "silc"
     convert_hf("hf-clip", str(clip_folder), str(silc_folder))
     classifier = pipeline(

@@ -35,7 +35,9 @@ def silc_folder(tmp_path):
 
 def test_a_silc_folder_loads_into_the_classifier_with_the_image_tower_bit_identical(silc_folder):
     folder, silc = silc_folder
-    classifier, info = AutoModelForImageClassification.from_pretrained(folder, id2label=LABELS, output_loading_info=True)
+    classifier, info = AutoModelForImageClassification.from_pretrained(
+        folder, id2label=LABELS, output_loading_info=True
+    )
     # the load report names the new classifier only: the dropped text tower is not listed key by key
     assert info["missing_keys"] == {"classifier.weight", "classifier.bias"} and not info["unexpected_keys"]
     assert isinstance(classifier, SilcForImageClassification) and classifier.config.num_labels == 3
@@ -80,13 +82,19 @@ import torch
 from PIL import Image
 from transformers import AutoImageProcessor, AutoModelForImageClassification
 model = AutoModelForImageClassification.from_pretrained(sys.argv[1], trust_remote_code=True).eval()
-inputs = AutoImageProcessor.from_pretrained(sys.argv[1], trust_remote_code=True)(Image.open(sys.argv[2]), return_tensors="pt")
+image_processor = AutoImageProcessor.from_pretrained(sys.argv[1], trust_remote_code=True)
+inputs = image_processor(Image.open(sys.argv[2]), return_tensors="pt")
 with torch.no_grad():
     print(json.dumps({"class": type(model).__name__, "logits": model(**inputs).logits.tolist()}))
 """
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "modules"))
-    result = subprocess.run([sys.executable, "-c", child, str(tmp_path / "classifier"), str(tmp_path / "image.png")],
-                            capture_output=True, text=True, env=env, cwd=tmp_path)
+    result = subprocess.run(
+        [sys.executable, "-c", child, str(tmp_path / "classifier"), str(tmp_path / "image.png")],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     loaded = json.loads(result.stdout.strip().splitlines()[-1])
     inputs = SilcImageProcessor(size={"height": 32, "width": 32})(image, return_tensors="pt")
@@ -114,11 +122,17 @@ def test_backbone_feature_maps_are_the_towers_hidden_states_normed_and_reshaped(
 def test_upernet_with_a_silc_backbone_trains_and_round_trips(tmp_path):
     torch.manual_seed(0)
     backbone_config = SilcVisionConfig(
-        hidden_size=32, intermediate_size=64, num_hidden_layers=4, num_attention_heads=2, image_size=32,
-        patch_size=8, out_indices=[1, 2, 3, 4],
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=4,
+        num_attention_heads=2,
+        image_size=32,
+        patch_size=8,
+        out_indices=[1, 2, 3, 4],
     )
-    config = UperNetConfig(backbone_config=backbone_config, hidden_size=16, auxiliary_in_channels=32,
-                           num_labels=3, pool_scales=[1, 2])
+    config = UperNetConfig(
+        backbone_config=backbone_config, hidden_size=16, auxiliary_in_channels=32, num_labels=3, pool_scales=[1, 2]
+    )
     model = UperNetForSemanticSegmentation(config)
     assert isinstance(model.backbone, SilcBackbone)
     pixels, labels = torch.randn(2, 3, 32, 32), torch.randint(0, 3, (2, 32, 32))
@@ -130,7 +144,9 @@ def test_upernet_with_a_silc_backbone_trains_and_round_trips(tmp_path):
     reloaded = UperNetForSemanticSegmentation.from_pretrained(tmp_path / "upernet").eval()
     model.eval()
     with torch.no_grad():
-        torch.testing.assert_close(reloaded(pixel_values=pixels).logits, model(pixel_values=pixels).logits, rtol=0, atol=0)
+        torch.testing.assert_close(
+            reloaded(pixel_values=pixels).logits, model(pixel_values=pixels).logits, rtol=0, atol=0
+        )
 
 
 def test_the_fine_tuning_script_beats_the_zero_shot_baseline_of_the_same_model(tmp_path):
@@ -142,7 +158,9 @@ def test_the_fine_tuning_script_beats_the_zero_shot_baseline_of_the_same_model(t
 
     torch.manual_seed(0)
     tokenizer = clip_tokenizer()
-    config = tiny_silc_config(text_config=dict(pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id))
+    config = tiny_silc_config(
+        text_config=dict(pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+    )
     SilcModel(config).save_pretrained(tmp_path / "silc")
     SilcProcessor(SilcImageProcessor(size={"height": 32, "width": 32}), tokenizer).save_pretrained(tmp_path / "silc")
     for split, count in (("train", 48), ("test", 24)):
@@ -156,11 +174,33 @@ def test_the_fine_tuning_script_beats_the_zero_shot_baseline_of_the_same_model(t
         (folder / "metadata.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
     script = load_script("training/finetune_classification.py")
     common = [
-        "--model", str(tmp_path / "silc"), "--train_data", str(tmp_path / "train"), "--eval_data", str(tmp_path / "test"),
-        "--class_names", "red", "blue", "--max_steps", "30", "--per_device_train_batch_size", "16", "--report_to",
-        "none", "--remove_unused_columns", "false", "--use_cpu", "true", "--save_strategy", "no", "--disable_tqdm", "true",
+        "--model",
+        str(tmp_path / "silc"),
+        "--train_data",
+        str(tmp_path / "train"),
+        "--eval_data",
+        str(tmp_path / "test"),
+        "--class_names",
+        "red",
+        "blue",
+        "--max_steps",
+        "30",
+        "--per_device_train_batch_size",
+        "16",
+        "--report_to",
+        "none",
+        "--remove_unused_columns",
+        "false",
+        "--use_cpu",
+        "true",
+        "--save_strategy",
+        "no",
+        "--disable_tqdm",
+        "true",
     ]
-    probe = script.main([*common, "--output_dir", str(tmp_path / "probe"), "--linear_probe", "true", "--learning_rate", "1e-2"])
+    probe = script.main(
+        [*common, "--output_dir", str(tmp_path / "probe"), "--linear_probe", "true", "--learning_rate", "1e-2"]
+    )
     frozen = SilcForImageClassification.from_pretrained(tmp_path / "probe").vision_model.state_dict()
     original = SilcModel.from_pretrained(tmp_path / "silc").vision_model.state_dict()
     assert all(torch.equal(frozen[key], original[key]) for key in original)  # the probe leaves the tower as it was
@@ -168,7 +208,10 @@ def test_the_fine_tuning_script_beats_the_zero_shot_baseline_of_the_same_model(t
     print(probe, results)
     assert results["accuracy"] > results["zero_shot_top1"]
     assert results["accuracy"] >= 0.9
-    labels = {r["label"] for r in pipeline("image-classification", model=str(tmp_path / "out"))(shape_image("red", "circle", 1))}
+    labels = {
+        r["label"]
+        for r in pipeline("image-classification", model=str(tmp_path / "out"))(shape_image("red", "circle", 1))
+    }
     assert labels == {"red", "blue"}
 
 
@@ -200,11 +243,17 @@ from transformers import AutoBackbone
 model = AutoBackbone.from_pretrained(sys.argv[1], trust_remote_code=True).eval()
 with torch.no_grad():
     maps = model(pixel_values=torch.load(sys.argv[2])).feature_maps
-print(json.dumps({"class": type(model).__name__, "out_features": model.out_features, "maps": [m.tolist() for m in maps]}))
+maps = [m.tolist() for m in maps]
+print(json.dumps({"class": type(model).__name__, "out_features": model.out_features, "maps": maps}))
 """
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "modules"))
-    result = subprocess.run([sys.executable, "-c", child, str(tmp_path / "backbone"), str(tmp_path / "pixels.pt")],
-                            capture_output=True, text=True, env=env, cwd=tmp_path)
+    result = subprocess.run(
+        [sys.executable, "-c", child, str(tmp_path / "backbone"), str(tmp_path / "pixels.pt")],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     loaded = json.loads(result.stdout.strip().splitlines()[-1])
     assert loaded["class"] == "SilcBackbone" and loaded["out_features"] == ["stage1", "stage3"]

@@ -33,8 +33,13 @@ def test_prompts_with_unseen_words_get_distinct_embeddings():
     ("a photo of a red circle" == "a photo of a blue square", cosine 1.0)."""
     tokenizer = train_clip_tokenizer(["a red circle on a green background.", "a blue square"] * 5, vocab_size=600)
     config = tiny_silc_config(
-        text_config={"vocab_size": len(tokenizer), "pooling_type": "eos", "causal_attention": True,
-                     "eos_token_id": tokenizer.eos_token_id, "pad_token_id": tokenizer.pad_token_id}
+        text_config={
+            "vocab_size": len(tokenizer),
+            "pooling_type": "eos",
+            "causal_attention": True,
+            "eos_token_id": tokenizer.eos_token_id,
+            "pad_token_id": tokenizer.pad_token_id,
+        }
     )
     torch.manual_seed(0)
     model = SilcModel(config).eval()
@@ -65,7 +70,9 @@ def test_the_processor_pads_to_the_longest_and_truncates_at_the_tower_length_wit
 
     from silc_hf import SilcImageProcessor, SilcProcessor
 
-    tokenizer = train_clip_tokenizer(["a red car", "a small white flower on grass"] * 10, vocab_size=600, model_max_length=8)
+    tokenizer = train_clip_tokenizer(
+        ["a red car", "a small white flower on grass"] * 10, vocab_size=600, model_max_length=8
+    )
     processor = SilcProcessor(SilcImageProcessor(size={"height": 32, "width": 32}), tokenizer)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # transformers' "max_length is ignored when padding=True" would raise

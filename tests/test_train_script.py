@@ -174,10 +174,30 @@ def test_a_killed_run_rerun_with_the_same_command_resumes_from_its_newest_comple
     write_caption_folder(tmp_path / "data", n=64, seed=1)
 
     def command(output_dir):
-        return [sys.executable, str(ROOT / "training/train_silc.py"), "--config", str(ROOT / "training/configs/tiny.json"),
-                "--train_data", str(tmp_path / "data"), "--eval_data", "", "--output_dir", str(output_dir),
-                "--use_cpu", "true", "--max_steps", "40", "--save_steps", "2", "--save_total_limit", "3",
-                "--per_device_train_batch_size", "8", "--disable_tqdm", "true"]
+        return [
+            sys.executable,
+            str(ROOT / "training/train_silc.py"),
+            "--config",
+            str(ROOT / "training/configs/tiny.json"),
+            "--train_data",
+            str(tmp_path / "data"),
+            "--eval_data",
+            "",
+            "--output_dir",
+            str(output_dir),
+            "--use_cpu",
+            "true",
+            "--max_steps",
+            "40",
+            "--save_steps",
+            "2",
+            "--save_total_limit",
+            "3",
+            "--per_device_train_batch_size",
+            "8",
+            "--disable_tqdm",
+            "true",
+        ]
 
     environment = {**os.environ, "OMP_NUM_THREADS": "1"}
     subprocess.run(command(tmp_path / "straight"), check=True, env=environment, capture_output=True)
@@ -220,9 +240,7 @@ def test_help_is_short_leads_with_config_and_documents_every_silc_argument(capsy
 
     from transformers import TrainingArguments
 
-    from silc_hf.training.arguments import SilcDataArguments
-    from silc_hf.training.arguments import SilcModelArguments
-    from silc_hf.training.arguments import SilcTrainingArguments
+    from silc_hf.training.arguments import SilcDataArguments, SilcModelArguments, SilcTrainingArguments
 
     with pytest.raises(SystemExit):
         _script().parse_args(["--help"])

@@ -8,10 +8,10 @@ import torch
 from transformers import AutoModel, TrainerCallback, pipeline
 
 from silc_hf import SilcImageProcessor, SilcModel, SilcProcessor
-from silc_hf.training.augmentation import MultiCropTransform
 from silc_hf.data import load_image_text_dataset
-from silc_hf.training.data import MultiCropDataset, SamplePreparer, SilcMultiCropCollator
 from silc_hf.training import SilcTrainer, SilcTrainingArguments
+from silc_hf.training.augmentation import MultiCropTransform
+from silc_hf.training.data import MultiCropDataset, SamplePreparer, SilcMultiCropCollator
 
 from conftest import clip_tokenizer, tiny_silc_config, write_caption_folder
 
@@ -258,11 +258,12 @@ def test_contrastive_weight_zero_trains_the_self_distillation_alone(data_folder,
 
 
 def test_evaluate_reports_the_zero_shot_metrics_during_training(data_folder, tmp_path):
-    from silc_hf.zero_shot.evaluation import ZeroShotEvaluator
     from silc_hf.data.scenes import as_dataset
+    from silc_hf.zero_shot.evaluation import ZeroShotEvaluator
 
-    evaluator = ZeroShotEvaluator(as_dataset("validation", 6, image_size=32), templates=("a {}",), ignore_index=0,
-                                  mask_offset=1)
+    evaluator = ZeroShotEvaluator(
+        as_dataset("validation", 6, image_size=32), templates=("a {}",), ignore_index=0, mask_offset=1
+    )
     trainer = _trainer(data_folder, _args(tmp_path, max_steps=2, eval_strategy="steps", eval_steps=2))
     trainer.zero_shot_evaluator = evaluator
     trainer.train()

@@ -17,7 +17,7 @@ from transformers import AutoModel, AutoProcessor
 import silc_hf  # noqa: F401  (registers "silc" with the Auto classes)
 from silc_hf.configuration_silc import DEFAULT_PROMPT_TEMPLATES
 from silc_hf.data import load_image_text_dataset
-from silc_hf.tools.cli import ArgumentParser, run_script
+from silc_hf.tools.cli import ArgumentParser, run_script, write_results
 from silc_hf.zero_shot.evaluation import TASKS, evaluate
 
 
@@ -77,9 +77,7 @@ def main(argv: list[str] | None = None) -> dict:
     results["model"] = args.model
     for entry in results["results"]:
         print(entry["task"], json.dumps(entry["metrics"]))
-    if args.results:
-        with open(args.results, "w") as file:
-            json.dump(results, file, indent=2)
+    write_results(args.results, results)
     return results
 
 

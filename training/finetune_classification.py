@@ -6,10 +6,10 @@ probe on the frozen tower), on any `datasets` dataset with (image, label) column
         --learning_rate 1e-2 --output_dir outputs/probe-scenes
 
 Arguments: `silc_hf.training.ClassificationFinetuneArguments` and every `TrainingArguments` field; `--config` reads
-a JSON or YAML file of the same names, and command-line arguments override it. Before training it prints the zero-shot top-1 of the
-same SILC model on the evaluation split (class names as prompts), the baseline the fine-tuning should beat; the
-evaluation logs `eval_accuracy` through `compute_metrics`. The result is a `SilcForImageClassification` folder
-that the `image-classification` pipeline reads (labels from `id2label`).
+a JSON or YAML file of the same names, and command-line arguments override it. Before training it prints the
+zero-shot top-1 of the same SILC model on the evaluation split (class names as prompts), the baseline the fine-tuning
+should beat; the evaluation logs `eval_accuracy` through `compute_metrics`. The result is a
+`SilcForImageClassification` folder that the `image-classification` pipeline reads (labels from `id2label`).
 """
 
 import numpy as np
@@ -40,13 +40,20 @@ def main(argv: list[str] | None = None) -> dict:
     evaluation = load_image_text_dataset(args.eval_data) if args.eval_data else None
     names = args.class_names or class_names_of(train, args.label_column)
     if not names:
-        raise ValueError(f"The label column {args.label_column!r} has no class names; pass --class_names name0 name1 ...")
+        raise ValueError(
+            f"The label column {args.label_column!r} has no class names; pass --class_names name0 name1 ..."
+        )
     results = {}
     if evaluation is not None:  # the baseline: the image-text model itself, zero-shot over the class names
         silc, processor = SilcModel.from_pretrained(args.model).eval(), AutoProcessor.from_pretrained(args.model)
         zero_shot = evaluate_zero_shot_classification(
-            silc, processor, evaluation, names, templates=args.zero_shot_templates,
-            image_column=args.image_column, label_column=args.label_column,
+            silc,
+            processor,
+            evaluation,
+            names,
+            templates=args.zero_shot_templates,
+            image_column=args.image_column,
+            label_column=args.label_column,
         )
         results["zero_shot_top1"] = zero_shot["top1_accuracy"]
         print(f"zero-shot top-1 of {args.model} on {args.eval_data}: {results['zero_shot_top1']:.4f}", flush=True)

@@ -15,7 +15,8 @@ from transformers.configuration_utils import PreTrainedConfig
 VISION_POOLING_TYPES = ("cls", "map", "mean")
 TEXT_POOLING_TYPES = ("eos", "argmax", "last", "first", "mean")
 LOSS_TYPES = ("softmax", "sigmoid")
-# Prompts of a class name (`{}`) for zero-shot use when a model names none of its own (`SilcConfig.zero_shot_templates`).
+# Prompts of a class name (`{}`) for zero-shot use when a model names none of its own
+# (`SilcConfig.zero_shot_templates`).
 DEFAULT_PROMPT_TEMPLATES = ("a photo of a {}.", "a picture of a {}.", "an image of a {}.", "a {}.")
 
 
@@ -341,7 +342,8 @@ class SilcOpenVocabularySegmentationConfig(PreTrainedConfig):
         if self.decoder_hidden_size % self.num_attention_heads:
             raise ValueError(
                 f"{name}.decoder_hidden_size={self.decoder_hidden_size} is not divisible by num_attention_heads="
-                f"{self.num_attention_heads}; use e.g. {_divisor_near(self.decoder_hidden_size, self.num_attention_heads)}."
+                f"{self.num_attention_heads}; use e.g. "
+                f"{_divisor_near(self.decoder_hidden_size, self.num_attention_heads)}."
             )
         if len(self.guidance_layers) != len(self.upsampling_sizes):
             raise ValueError(

@@ -191,13 +191,15 @@ class SilcForOpenVocabularySegmentation(SilcPreTrainedModel):
         elif self.config.dense_method == "plain":
             bypassed = ()
         elif vision.pooling_type == "map":
-            bypassed = ("vision_model.head.probe", "vision_model.head.attention.q_proj.", "vision_model.head.attention.k_proj.")
+            bypassed = (
+                "vision_model.head.probe",
+                "vision_model.head.attention.q_proj.",
+                "vision_model.head.attention.k_proj.",
+            )
         else:
             last = f"vision_model.encoder.layers.{vision.num_hidden_layers - 1}.self_attn."
             bypassed = (last + "q_proj.", last + "k_proj.")
-        return {
-            name for name, _ in self.silc.named_parameters() if name.startswith(("logit_", *bypassed))
-        }
+        return {name for name, _ in self.silc.named_parameters() if name.startswith(("logit_", *bypassed))}
 
     def train(self, mode: bool = True):
         self._class_embedding_cache = []
@@ -214,12 +216,12 @@ class SilcForOpenVocabularySegmentation(SilcPreTrainedModel):
                 f"with each of the config's {num_templates} prompt templates, class-major "
                 "(silc_hf.zero_shot.tokenize_class_prompts builds it)."
             )
-        cacheable = not (
-            torch.is_grad_enabled() and any(p.requires_grad for p in self.silc.text_model.parameters())
-        )
+        cacheable = not (torch.is_grad_enabled() and any(p.requires_grad for p in self.silc.text_model.parameters()))
         if cacheable:
             for ids, mask, embeds in self._class_embedding_cache:
-                same_mask = (mask is None) == (attention_mask is None) and (mask is None or torch.equal(mask, attention_mask))
+                same_mask = (mask is None) == (attention_mask is None) and (
+                    mask is None or torch.equal(mask, attention_mask)
+                )
                 if ids.shape == input_ids.shape and torch.equal(ids, input_ids) and same_mask:
                     return embeds
         text_embeds = self.silc.get_text_features(input_ids=input_ids, attention_mask=attention_mask).text_embeds

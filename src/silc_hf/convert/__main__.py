@@ -2,8 +2,10 @@
 
 python -m silc_hf.convert hf-clip openai/clip-vit-base-patch16 ./silc-from-clip
 python -m silc_hf.convert hf-siglip google/siglip-base-patch16-224 ./silc-from-siglip
-python -m silc_hf.convert open-clip open_clip_pytorch_model.bin ViT-B-16.json ./silc-from-open-clip --tokenizer openai/clip-vit-base-patch16
-python -m silc_hf.convert big-vision silc_b16.npz ./silc-b16 --tokenizer path/to/spiece.model [--push-to-hub org/silc-b16]
+python -m silc_hf.convert open-clip open_clip_pytorch_model.bin ViT-B-16.json ./silc-from-open-clip \
+    --tokenizer openai/clip-vit-base-patch16
+python -m silc_hf.convert big-vision silc_b16.npz ./silc-b16 --tokenizer path/to/spiece.model \
+    [--push-to-hub org/silc-b16]
 """
 
 import functools
@@ -46,7 +48,8 @@ def convert_hf(kind: str, source: str, output_dir: str, push_to_hub: str | None 
         output_dir,
         model.config,
         base_model=source,
-        provenance=f"Converted from the `transformers` {kind[3:].upper()} checkpoint `{source}` with `python -m silc_hf.convert {kind}`.",
+        provenance=f"Converted from the `transformers` {kind[3:].upper()} checkpoint `{source}` with "
+        f"`python -m silc_hf.convert {kind}`.",
     )
     if push_to_hub:
         push_folder(output_dir, push_to_hub, f"Add SILC model converted from {source}")
@@ -155,7 +158,8 @@ def convert_big_vision(
     if text_tokenizer is not None:
         if len(text_tokenizer) > model.config.text_config.vocab_size:
             raise ValueError(
-                f"The tokenizer has {len(text_tokenizer)} tokens but the text tower only {model.config.text_config.vocab_size}; "
+                f"The tokenizer has {len(text_tokenizer)} tokens but the text tower only "
+                f"{model.config.text_config.vocab_size}; "
                 "it is not the tokenizer this checkpoint was trained with."
             )
         SilcProcessor(

@@ -41,7 +41,8 @@ def _load(model_or_path, model_class):
             other = {"clip": "hf-clip / from_hf_clip", "siglip": "hf-siglip / from_hf_siglip"}.get(model_type)
             hint = f"use {other}" if other else "only HF CLIP (hf-clip) and SigLIP (hf-siglip) checkpoints convert"
             raise ValueError(
-                f"{model_or_path} holds a {model_type!r} model, not a {expected!r} one ({model_class.__name__}); {hint}."
+                f"{model_or_path} holds a {model_type!r} model, not a {expected!r} one ({model_class.__name__}); "
+                f"{hint}."
             )
         return model_class.from_pretrained(model_or_path)
     if not isinstance(model_or_path, model_class):

@@ -62,7 +62,8 @@ def open_clip_config_to_silc(model_config: dict) -> SilcConfig:
         for key, default in defaults.items():
             if cfg.get(key, default) != default:
                 raise ValueError(
-                    f"open_clip {section}.{key}={cfg[key]!r} builds a tower SILC does not reproduce; only plain ViT CLIP towers convert."
+                    f"open_clip {section}.{key}={cfg[key]!r} builds a tower SILC does not reproduce; only plain ViT "
+                    "CLIP towers convert."
                 )
     if not isinstance(vision.get("layers", 12), int):
         raise ValueError(f"open_clip vision_cfg.layers={vision['layers']} is a ResNet; only ViT towers convert.")

@@ -15,7 +15,7 @@ class BadSampleError(ValueError):
 
 
 def expand_braces(pattern: str) -> list[str]:
-    """'shards/{00000..00002}.tar' -> ['shards/00000.tar', 'shards/00001.tar', 'shards/00002.tar'] (zero padding kept)."""
+    """'shards/{00000..00002}.tar' -> ['shards/00000.tar', 'shards/00001.tar', 'shards/00002.tar'] (zeros kept)."""
     match = re.search(r"\{(\d+)\.\.(\d+)\}", pattern)
     if not match:
         return [pattern]
@@ -29,8 +29,9 @@ def expand_braces(pattern: str) -> list[str]:
 
 
 def load_image_text_dataset(data: str, split: str = "train", streaming: bool = False):
-    """Load a directory (`imagefolder`, a folder of `.tar` shards or of `.parquet` files), shard patterns (webdataset), a Hub id,
-    or `synthetic[:SPLIT[:N]]`: N generated captioned scenes (`silc_hf.data.scenes`, default train:2000)."""
+    """Load a directory (`imagefolder`, a folder of `.tar` shards or of `.parquet` files), shard patterns
+    (webdataset), a Hub id, or `synthetic[:SPLIT[:N]]`: N generated captioned scenes (`silc_hf.data.scenes`,
+    default train:2000)."""
     import datasets
 
     if data == "synthetic" or data.startswith("synthetic:"):

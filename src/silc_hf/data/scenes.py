@@ -4,9 +4,9 @@ Each image has a textured background, one large main object and up to two small 
 house, car, flower, fish), each drawn from parts (a tree is a crown on a trunk, a car a body, a window and two
 wheels, ...) in a colour. It comes with a natural-language caption naming every object and the background (an
 object's colour is named half of the time: "a large red car" or "a large car"), a pixel mask (0 = background,
-k = the k-th class, every part of an object carrying its class) and a class label (the class with the most visible pixels). Everything is a deterministic function of the seed.
-Splits use disjoint seeds. Export as `imagefolder` + `metadata.jsonl` or as webdataset shards, so that the
-training and evaluation scripts run on it exactly as on real data:
+k = the k-th class, every part of an object carrying its class) and a class label (the class with the most visible
+pixels). Everything is a deterministic function of the seed; splits use disjoint seeds. Export as `imagefolder` +
+`metadata.jsonl` or as webdataset shards, so that the training and evaluation scripts run on it exactly as on real data:
 
     python -m silc_hf.data.scenes --output-dir data/scenes                      # imagefolder splits
     python -m silc_hf.data.scenes --output-dir data/scenes-wds --format webdataset
@@ -163,7 +163,9 @@ def _place(rng: np.random.Generator, size: int, side: float, boxes: list) -> tup
         left, top = rng.uniform(0, size - side, 2)
         overlap = max(
             (
-                max(0.0, min(left + side, x + s) - max(left, x)) * max(0.0, min(top + side, y + s) - max(top, y)) / side**2
+                max(0.0, min(left + side, x + s) - max(left, x))
+                * max(0.0, min(top + side, y + s) - max(top, y))
+                / side**2
                 for x, y, s in boxes
             ),
             default=0.0,
@@ -197,7 +199,9 @@ def draw_scene(rng: np.random.Generator, size: int = 64) -> Scene:
     visible = np.bincount(mask.ravel(), minlength=len(CLASSES) + 1)[1:]
     label = int(np.argmax(visible))
     phrases = [
-        _article(f"{o['size']} {o['color']} {o['class']}" if rng.random() < COLOR_WORD_PROB else f"{o['size']} {o['class']}")
+        _article(
+            f"{o['size']} {o['color']} {o['class']}" if rng.random() < COLOR_WORD_PROB else f"{o['size']} {o['class']}"
+        )
         for o in sorted(objects, key=lambda o: -o["area"])
     ]
     listed = phrases[0] if len(phrases) == 1 else ", ".join(phrases[:-1]) + " and " + phrases[-1]
@@ -294,7 +298,10 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--output-dir", required=True, help="where the splits are written (one folder each)")
     parser.add_argument(
-        "--format", choices=["imagefolder", "webdataset"], default="imagefolder", help="imagefolder + metadata.jsonl, or .tar shards"
+        "--format",
+        choices=["imagefolder", "webdataset"],
+        default="imagefolder",
+        help="imagefolder + metadata.jsonl, or .tar shards",
     )
     parser.add_argument("--train", type=int, default=2000, help="scenes in the train split")
     parser.add_argument("--validation", type=int, default=200, help="scenes in the validation split")

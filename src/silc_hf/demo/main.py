@@ -100,7 +100,8 @@ def main(argv: list[str] | None = None) -> dict:
         model.config,
         model_name="silc-demo",
         results=results,
-        provenance=f"Trained from scratch by `python -m silc_hf.demo` ({args.max_steps} steps, seed {args.seed}) on the "
+        provenance=f"Trained from scratch by `python -m silc_hf.demo` ({args.max_steps} steps, seed {args.seed}) "
+        "on the "
         "package's generated captioned scenes.",
     )
     results["quick_start"] = quick_start_check(model_dir)
@@ -113,6 +114,7 @@ def main(argv: list[str] | None = None) -> dict:
     ranking = ", ".join(f"{r['label']} {r['score']:.2f}" for r in results["quick_start"])
     print(f"  README quick start (examples/red_car_and_flower.png): {ranking}")
     print(
-        f"Done in {results['seconds']:.0f} s: {args.output_dir}/metrics.json, training_curve.png, segmentation.png, model/"
+        f"Done in {results['seconds']:.0f} s: {args.output_dir}/metrics.json, training_curve.png, segmentation.png, "
+        "model/"
     )
     return results

@@ -115,5 +115,3 @@ def run_evaluation(model, processor, data_dir: str) -> dict:
         mask_offset=1,
         probe_dataset=train,
     )
-
-

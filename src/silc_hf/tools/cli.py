@@ -127,6 +127,14 @@ def read_config_file(path: str) -> dict:
         return json.load(file)
 
 
+def write_results(path: str | None, results) -> None:
+    """Write a script's results as JSON to `path` (the `--results` flag), creating its folder; nothing if None."""
+    if path:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        with open(path, "w") as file:
+            json.dump(results, file, indent=2)
+
+
 def parse_overrides(items: list[str]) -> dict:
     """The scripts' override grammar: `field=value` items; a value is read as JSON when it parses as JSON (`3`, `0.5`,
     `true`, `[0.0, 0.2, 0.0]`, `null`) and as a string otherwise (`centering=sinkhorn`)."""
@@ -134,7 +142,9 @@ def parse_overrides(items: list[str]) -> dict:
     for item in items:
         name, equals, text = item.partition("=")
         if not equals or not name:
-            raise ValueError(f"{item!r} is not field=value; write e.g. distill_weight=0.5 or 'solarize_probs=[0, 0, 0]'.")
+            raise ValueError(
+                f"{item!r} is not field=value; write e.g. distill_weight=0.5 or 'solarize_probs=[0, 0, 0]'."
+            )
         try:
             overrides[name] = json.loads(text)
         except json.JSONDecodeError:

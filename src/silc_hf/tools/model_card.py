@@ -25,7 +25,7 @@ CITATION = """@inproceedings{naeem2024silc,
   author    = {Naeem, Muhammad Ferjad and Xian, Yongqin and Zhai, Xiaohua and Hoyer, Lukas and Van Gool, Luc and Tombari, Federico},
   booktitle = {European Conference on Computer Vision (ECCV)},
   year      = {2024}
-}"""
+}"""  # noqa: E501
 
 TASK_NAMES = {
     CLASSIFICATION_TASK: "Zero-shot image classification",
@@ -55,7 +55,8 @@ def _architecture(config: SilcConfig) -> str:
     rows = [
         (
             "image tower",
-            f"ViT, width {v.hidden_size}, depth {v.num_hidden_layers}, {v.num_attention_heads} heads, MLP {v.intermediate_size}",
+            f"ViT, width {v.hidden_size}, depth {v.num_hidden_layers}, {v.num_attention_heads} heads, "
+            f"MLP {v.intermediate_size}",
         ),
         ("input", f"{v.image_size}x{v.image_size} px, {v.patch_size}x{v.patch_size} patches ({v.num_patches} tokens)"),
         (
@@ -64,7 +65,8 @@ def _architecture(config: SilcConfig) -> str:
         ),
         (
             "text tower",
-            f"transformer, width {t.hidden_size}, depth {t.num_hidden_layers}, {t.num_attention_heads} heads, {t.vocab_size} tokens",
+            f"transformer, width {t.hidden_size}, depth {t.num_hidden_layers}, {t.num_attention_heads} heads, "
+            f"{t.vocab_size} tokens",
         ),
         (
             "text input",

@@ -27,7 +27,9 @@ def _pyplot():
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError as error:
-        raise ImportError('The plots need matplotlib: pip install "silc-hf[demo]" (or pip install matplotlib).') from error
+        raise ImportError(
+            'The plots need matplotlib: pip install "silc-hf[demo]" (or pip install matplotlib).'
+        ) from error
     return plt
 
 

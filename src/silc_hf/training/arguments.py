@@ -189,10 +189,14 @@ class SilcTrainingArguments(MultiCropArguments, TrainingArguments):
         default=0.0, metadata={"help": "weight of DINOv2's KoLeo spreading term on the global views' pooled features"}
     )
     center_momentum: float = field(default=0.9, metadata={"help": "EMA momentum of DINO's center"})
-    centering: str = field(default="ema", metadata={"help": "'ema' (DINO center) or 'sinkhorn' (DINOv2 Sinkhorn-Knopp)"})
+    centering: str = field(
+        default="ema", metadata={"help": "'ema' (DINO center) or 'sinkhorn' (DINOv2 Sinkhorn-Knopp)"}
+    )
     head_num_prototypes: int = field(default=65536, metadata={"help": "K: prototypes of the DINO head"})
     head_hidden_dim: int = field(default=2048, metadata={"help": "hidden width of the DINO head's MLP"})
-    head_bottleneck_dim: int = field(default=256, metadata={"help": "bottleneck width (L2-normalised) of the DINO head"})
+    head_bottleneck_dim: int = field(
+        default=256, metadata={"help": "bottleneck width (L2-normalised) of the DINO head"}
+    )
     head_num_layers: int = field(default=3, metadata={"help": "layers of the DINO head's MLP"})
     head_learning_rate: float | None = field(
         default=None, metadata={"help": "learning rate of the distillation head (default: learning_rate)"}
@@ -246,7 +250,9 @@ class OpenVocabSegArguments:
 
     model: str | None = field(
         default=None,
-        metadata={"help": "a SILC folder or Hub id (also a converted CLIP / SigLIP) whose towers build the cost volume"},
+        metadata={
+            "help": "a SILC folder or Hub id (also a converted CLIP / SigLIP) whose towers build the cost volume"
+        },
     )
     train_data: str | None = field(
         default=None, metadata={"help": "imagefolder directory, webdataset shards or Hub dataset with masks"}

@@ -102,8 +102,12 @@ def resolve_resume_checkpoint(resume_from_checkpoint: str | None, output_dir: st
         return resume_from_checkpoint
     found = latest_complete_checkpoint(output_dir)
     if found:
-        logger.warning(f"Resuming from {found}, the newest complete checkpoint in {output_dir} "
-                       "(--overwrite_output_dir starts from step 0 instead).")
+        logger.warning(
+            f"Resuming from {found}, the newest complete checkpoint in {output_dir} "
+            "(--overwrite_output_dir starts from step 0 instead)."
+        )
     elif resume_from_checkpoint == "latest":
-        logger.warning(f"--resume_from_checkpoint latest: no complete checkpoint in {output_dir}; starting from step 0.")
+        logger.warning(
+            f"--resume_from_checkpoint latest: no complete checkpoint in {output_dir}; starting from step 0."
+        )
     return found

@@ -105,9 +105,9 @@ class SilcSegmentationCollator:
             image, mask = self._view(to_rgb(example[self.image_column]), example[self.mask_column])
             images.append(image)
             labels.append(self.labels(np.asarray(mask)))
-        pixel_values = self.image_processor(
-            images=images, return_tensors="pt", do_resize=False, do_center_crop=False
-        )["pixel_values"]
+        pixel_values = self.image_processor(images=images, return_tensors="pt", do_resize=False, do_center_crop=False)[
+            "pixel_values"
+        ]
         return {"pixel_values": pixel_values, "labels": torch.stack(labels), **self.prompts}
 
 
@@ -178,7 +178,13 @@ def _cpu_tensor(values) -> torch.Tensor:
     return values.cpu() if isinstance(values, torch.Tensor) else torch.as_tensor(np.asarray(values))
 
 
-DECODER_FIELDS = ("prompt_templates", "decoder_hidden_size", "guidance_size", "num_aggregation_layers", "upsampling_sizes")
+DECODER_FIELDS = (
+    "prompt_templates",
+    "decoder_hidden_size",
+    "guidance_size",
+    "num_aggregation_layers",
+    "upsampling_sizes",
+)
 
 
 def train_open_vocab_segmenter(args: OpenVocabSegArguments, training_args: TrainingArguments) -> dict:
@@ -241,7 +247,9 @@ def train_open_vocab_segmenter(args: OpenVocabSegArguments, training_args: Train
         ),
     )
     try:
-        plot_training(trainer.state.log_history, os.path.join(training_args.output_dir, "training_curve.png"), panels=panels)
+        plot_training(
+            trainer.state.log_history, os.path.join(training_args.output_dir, "training_curve.png"), panels=panels
+        )
     except ImportError as error:
         print(f"No training_curve.png: {error}")
     return results

@@ -1,8 +1,8 @@
 """SILC's pretraining task: the DINO head, the EMA teacher and the wrapper that the `Trainer` trains.
 
 `SilcPretrainingModel` is the task (DINOv2's `SSLMetaArch`, open_clip's distillation task, in Hugging Face
-form). It holds the student `SilcModel`, the student head, the teacher (a frozen float32 copy of the student's vision tower
-and head, always in eval mode) and the distillation loss with its center; all of it is in the checkpoints,
+form). It holds the student `SilcModel`, the student head, the teacher (a frozen float32 copy of the student's vision
+tower and head, always in eval mode) and the distillation loss with its center; all of it is in the checkpoints,
 and only the student is exported.
 """
 
@@ -101,7 +101,8 @@ class SilcPretrainingModel(nn.Module):
                + distill_weight * distillation
 
     The student's global forward serves both terms; the texts are encoded once for both global views. The
-    outputs also carry the teacher diagnostics (`silc_hf.training.losses.teacher_diagnostics`) whenever distillation runs.
+    outputs also carry the teacher diagnostics (`silc_hf.training.losses.teacher_diagnostics`) whenever distillation
+    runs.
     """
 
     def __init__(

@@ -220,7 +220,8 @@ def write_run_report(trainer: SilcTrainer, data_args: SilcDataArguments, metrics
         output_dir,
         trainer.pretraining_model.student.config,
         results=results,
-        provenance=f"Trained with `training/train_silc.py` ({trainer.state.global_step} steps) on {data_args.train_data}.",
+        provenance=f"Trained with `training/train_silc.py` ({trainer.state.global_step} steps) on "
+        f"{data_args.train_data}.",
     )
     try:
         plot_training(trainer.state.log_history, os.path.join(output_dir, "training_curve.png"))

@@ -160,7 +160,10 @@ class SilcTrainer(Trainer):
     def floating_point_ops(self, inputs: dict) -> int:
         """Training FLOPs of one batch, transformers' estimate (6 x parameters x tokens for forward + backward)
         per tower, plus the teacher's forward (2 x parameters x tokens) on the global views; reported as
-        `total_flos`. Tokens: patches of every view, text positions."""
+        `total_flos`. Tokens: patches of every view, text positions. The benchmarks' FLOP model
+        (`silc_hf.tools.benchmark.step_flops`, for MFU) differs in two named ways: it adds the attention products
+        (4 x layers x tokens^2 x width) and counts the blocks' weights only (not the pooling head, projection and
+        norms)."""
         wrapper = self.pretraining_model
         vision = wrapper.student.vision_model.num_parameters(exclude_embeddings=True)
         text = wrapper.student.text_model.num_parameters(exclude_embeddings=True)
@@ -169,7 +172,9 @@ class SilcTrainer(Trainer):
         global_tokens = inputs["global_views"][:, :, 0].numel() // patch**2
         local_views = inputs.get("local_views")
         local_tokens = local_views[:, :, 0].numel() // patch**2 if local_views is not None else 0
-        views = inputs["global_views"].shape[:2].numel() + (local_views.shape[:2].numel() if local_views is not None else 0)
+        views = inputs["global_views"].shape[:2].numel() + (
+            local_views.shape[:2].numel() if local_views is not None else 0
+        )
         text_tokens = inputs["input_ids"].numel() if self.args.contrastive_weight > 0 else 0
         student = 6 * (vision * (global_tokens + local_tokens) + text * text_tokens + head * views)
         teacher = 2 * (vision * global_tokens + head * inputs["global_views"].shape[:2].numel())
@@ -264,7 +269,9 @@ class SilcTrainer(Trainer):
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
         return metrics
 
-    def evaluation_loop(self, dataloader, description, prediction_loss_only=None, ignore_keys=None, metric_key_prefix="eval"):
+    def evaluation_loop(
+        self, dataloader, description, prediction_loss_only=None, ignore_keys=None, metric_key_prefix="eval"
+    ):
         output = super().evaluation_loop(dataloader, description, prediction_loss_only, ignore_keys, metric_key_prefix)
         if description == "Evaluation":  # not predict()
             output.metrics.update(self.zero_shot_metrics(metric_key_prefix))

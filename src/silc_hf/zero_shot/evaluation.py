@@ -35,6 +35,7 @@ from .metrics import (
 from .prompts import encode_class_names
 from .segmentation import logits_to_result, segment_pixels, segmentation_inputs
 
+
 def results_entry(
     task: str, dataset: str, metrics: dict, split: str | None = None, dataset_name: str | None = None
 ) -> dict:
@@ -324,18 +325,34 @@ class ZeroShotEvaluator:
             images = image_embeddings(model, processor, self.dataset, self.image_column, self.batch_size)
         if "classification" in self.tasks:
             accuracy = evaluate_zero_shot_classification(
-                model, processor, self.dataset, self.class_names, self.image_column, self.label_column,
-                self.templates, images=images,
+                model,
+                processor,
+                self.dataset,
+                self.class_names,
+                self.image_column,
+                self.label_column,
+                self.templates,
+                images=images,
             )
             metrics[ZERO_SHOT_TOP1] = accuracy["top1_accuracy"]
         if "retrieval" in self.tasks:
-            recall = evaluate_retrieval(model, processor, self.dataset, self.image_column, self.text_column, images=images)
+            recall = evaluate_retrieval(
+                model, processor, self.dataset, self.image_column, self.text_column, images=images
+            )
             metrics[IMAGE_TO_TEXT_R1] = recall[IMAGE_TO_TEXT_R1]
             metrics[TEXT_TO_IMAGE_R1] = recall[TEXT_TO_IMAGE_R1]
         if "segmentation" in self.tasks:
             segmentation = evaluate_segmentation(
-                model, processor, self.dataset, self.class_names, self.image_column, self.mask_column, self.templates,
-                self.method, self.ignore_index, self.mask_offset,
+                model,
+                processor,
+                self.dataset,
+                self.class_names,
+                self.image_column,
+                self.mask_column,
+                self.templates,
+                self.method,
+                self.ignore_index,
+                self.mask_offset,
             )
             metrics[SEGMENTATION_MIOU] = segmentation["mIoU"]
         return metrics

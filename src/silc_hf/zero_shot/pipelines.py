@@ -137,7 +137,14 @@ class SilcZeroShotImageSegmentationPipeline(Pipeline):
     def _forward(self, inputs, method="value", sliding_window=True):
         labels = inputs["candidate_labels"]
         logits = class_logits(
-            self.model, self.tokenizer, inputs["resized"], inputs["full"], labels, inputs["templates"], method, sliding_window
+            self.model,
+            self.tokenizer,
+            inputs["resized"],
+            inputs["full"],
+            labels,
+            inputs["templates"],
+            method,
+            sliding_window,
         )
         return {"logits": logits, "candidate_labels": labels}
 
