@@ -1,6 +1,10 @@
 """Tiny models, tokenizers and images shared by the tests (everything built locally, nothing downloaded)."""
 
 import importlib.util
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -137,3 +141,13 @@ def load_script(path: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def run_in_fresh_python(code: str, *args, workdir) -> dict:
+    """Run `code` (which prints a JSON line last) in a fresh interpreter, offline, with its own remote-code cache in
+    `workdir`; return that JSON. The test fails with the child's stderr if it fails."""
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(Path(workdir) / "modules"))
+    command = [sys.executable, "-c", code, *map(str, args)]
+    result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=workdir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])

@@ -4,8 +4,6 @@ the collator and metrics on hand-made masks, the pipeline, and a tiny end-to-end
 import json
 import os
 import re
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -23,7 +21,7 @@ from silc_hf import (
 from silc_hf.training.open_vocab import SegmentationMetrics, SilcSegmentationCollator
 from silc_hf.zero_shot.prompts import tokenize_class_prompts
 
-from conftest import clip_tokenizer, load_script, tiny_silc_config
+from conftest import clip_tokenizer, load_script, run_in_fresh_python, tiny_silc_config
 
 TEMPLATES = ["a {}", "a photo of a {}"]
 CLASSES = ["cat", "dog", "red bird", "blue circle", "square"]
@@ -123,16 +121,7 @@ def test_folder_loads_as_remote_code_without_the_package(tmp_path):
     model.save_pretrained(folder)
     inputs = {"pixel_values": torch.randn(1, 3, 32, 32), **prompts(model, CLASSES[:3])}
     torch.save(inputs, tmp_path / "inputs.pt")
-    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "modules"))
-    result = subprocess.run(
-        [sys.executable, "-c", CHILD, str(folder), str(tmp_path / "inputs.pt")],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=tmp_path,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    child = json.loads(result.stdout.strip().splitlines()[-1])
+    child = run_in_fresh_python(CHILD, str(folder), str(tmp_path / "inputs.pt"), workdir=tmp_path)
     assert child["class"].startswith("transformers_modules.")
     assert child["class"].endswith("SilcForOpenVocabularySegmentation")
     with torch.no_grad():

@@ -1,17 +1,12 @@
 """A saved SILC folder loads with trust_remote_code=True in a Python where silc_hf cannot be imported."""
 
-import json
-import os
-import subprocess
-import sys
-
 import pytest
 import torch
 from transformers import pipeline
 
 from silc_hf import SilcImageProcessor, SilcModel, SilcProcessor
 
-from conftest import clip_tokenizer, random_image, tiny_silc_config
+from conftest import clip_tokenizer, random_image, run_in_fresh_python, tiny_silc_config
 
 LABELS = ["cat", "dog", "red bird"]
 
@@ -49,16 +44,7 @@ print(json.dumps({
 
 def load_without_package(folder, image_path, workdir) -> dict:
     """Run CHILD in a fresh interpreter where `import silc_hf` fails; return what it printed."""
-    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(workdir / "modules"))
-    result = subprocess.run(
-        [sys.executable, "-c", CHILD, str(folder), str(image_path)],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=workdir,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    return run_in_fresh_python(CHILD, folder, image_path, workdir=workdir)
 
 
 def test_folder_loads_without_the_package(tmp_path):

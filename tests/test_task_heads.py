@@ -2,9 +2,6 @@
 SilcBackbone (AutoBackbone, UperNet)."""
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -19,7 +16,7 @@ from transformers import (
 
 from silc_hf import SilcBackbone, SilcForImageClassification, SilcImageProcessor, SilcModel, SilcVisionConfig
 
-from conftest import load_script, random_image, tiny_silc_config
+from conftest import load_script, random_image, run_in_fresh_python, tiny_silc_config
 
 LABELS = {0: "tree", 1: "house", 2: "car"}
 
@@ -87,16 +84,7 @@ inputs = image_processor(Image.open(sys.argv[2]), return_tensors="pt")
 with torch.no_grad():
     print(json.dumps({"class": type(model).__name__, "logits": model(**inputs).logits.tolist()}))
 """
-    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "modules"))
-    result = subprocess.run(
-        [sys.executable, "-c", child, str(tmp_path / "classifier"), str(tmp_path / "image.png")],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=tmp_path,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    loaded = json.loads(result.stdout.strip().splitlines()[-1])
+    loaded = run_in_fresh_python(child, str(tmp_path / "classifier"), str(tmp_path / "image.png"), workdir=tmp_path)
     inputs = SilcImageProcessor(size={"height": 32, "width": 32})(image, return_tensors="pt")
     with torch.no_grad():
         expected = classifier(**inputs).logits
@@ -246,16 +234,7 @@ with torch.no_grad():
 maps = [m.tolist() for m in maps]
 print(json.dumps({"class": type(model).__name__, "out_features": model.out_features, "maps": maps}))
 """
-    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "modules"))
-    result = subprocess.run(
-        [sys.executable, "-c", child, str(tmp_path / "backbone"), str(tmp_path / "pixels.pt")],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=tmp_path,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    loaded = json.loads(result.stdout.strip().splitlines()[-1])
+    loaded = run_in_fresh_python(child, str(tmp_path / "backbone"), str(tmp_path / "pixels.pt"), workdir=tmp_path)
     assert loaded["class"] == "SilcBackbone" and loaded["out_features"] == ["stage1", "stage3"]
     with torch.no_grad():
         expected = backbone(pixel_values=pixels).feature_maps
