@@ -2,32 +2,45 @@
 
     python benchmarks/bench_train_step.py                       # ViT-Ti/16 at 224 px, CPU
     python benchmarks/bench_train_step.py --preset b16 --device cuda --batch_size 64 --results out.json
+    python benchmarks/bench_train_step.py --preset demo --batch_size 64 --num_local_crops 4 --local_crop_size 32 \
+        --head_prototypes 128 --head_hidden_dim 256 --head_bottleneck_dim 64 --steps 10      # the demo's step
 
 Prints (and writes as JSON): the CLIP-only step time (one global view per image + texts, fwd + bwd + AdamW),
 the SILC step time (2 global + N local student views, teacher on the 2 global views, DINO head, EMA
 update), their ratio next to the ratio predicted from FLOP counts (forward = 2 x parameters x tokens +
 4 x layers x tokens^2 x width, backward = 2 x forward), the EMA update's share of the SILC step, the
-batched photometric augmentation's share, and the data workers' CPU time per image (decode + crops).
+batched photometric augmentation's share, the data workers' CPU time per image (decode + crops), and what the
+non-finite guard costs (`silc_hf.training.trainer.step_is_finite`: the SILC step with it / without it, and the
+guard's own time as a share of the step).
 """
 
 import io
+import statistics
 
 import numpy as np
 import torch
 from PIL import Image
 
 from silc_hf import SilcConfig, SilcModel
+from silc_hf.demo.recipe import DEMO_MODEL
 from silc_hf.tools.benchmark import mean_cpu_ms, step_flops, time_calls
 from silc_hf.tools.cli import ArgumentParser, run_script, write_results
 from silc_hf.training.arguments import MultiCropArguments
 from silc_hf.training.augmentation import MultiCropTransform, apply_photometric
 from silc_hf.training.data import SamplePreparer
 from silc_hf.training.pretraining import SilcPretrainingModel
+from silc_hf.training.trainer import step_is_finite
 
 PRESETS = {
-    "ti16": dict(hidden_size=192, intermediate_size=768, num_hidden_layers=12, num_attention_heads=3),
-    "s16": dict(hidden_size=384, intermediate_size=1536, num_hidden_layers=12, num_attention_heads=6),
-    "b16": dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12),
+    "demo": DEMO_MODEL,  # the demo's towers (ViT 4x96 at 64 px, text 2x96)
+    **{  # ViT towers at 224 px, both towers alike
+        name: {"vision_config": dict(tower), "text_config": dict(tower, projection_dim=tower["hidden_size"])}
+        for name, tower in (
+            ("ti16", dict(hidden_size=192, intermediate_size=768, num_hidden_layers=12, num_attention_heads=3)),
+            ("s16", dict(hidden_size=384, intermediate_size=1536, num_hidden_layers=12, num_attention_heads=6)),
+            ("b16", dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12)),
+        )
+    },
 }
 
 
@@ -43,6 +56,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--num_local_crops", type=int, default=8)
     parser.add_argument("--local_crop_size", type=int, default=96)
     parser.add_argument("--head_prototypes", type=int, default=65536)
+    parser.add_argument("--head_hidden_dim", type=int, default=2048)
+    parser.add_argument("--head_bottleneck_dim", type=int, default=256)
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
@@ -51,10 +66,12 @@ def main(argv: list[str] | None = None) -> dict:
     torch.manual_seed(0)
     device, batch, n_local = args.device, args.batch_size, args.num_local_crops
 
-    tower = PRESETS[args.preset]
-    config = SilcConfig(vision_config=dict(tower), text_config=dict(tower, projection_dim=tower["hidden_size"]))
-    wrapper = SilcPretrainingModel(SilcModel(config), head_num_prototypes=args.head_prototypes).to(device).train()
-    optimizer = torch.optim.AdamW([p for p in wrapper.parameters() if p.requires_grad], lr=1e-4)
+    config = SilcConfig(**PRESETS[args.preset])
+    head = dict(head_hidden_dim=args.head_hidden_dim, head_bottleneck_dim=args.head_bottleneck_dim)
+    wrapper = SilcPretrainingModel(SilcModel(config), head_num_prototypes=args.head_prototypes, **head)
+    wrapper = wrapper.to(device).train()
+    trainable = [p for p in wrapper.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=1e-4)
     autocast = torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=args.dtype == "bfloat16")
 
     size, local = config.vision_config.image_size, args.local_crop_size
@@ -74,6 +91,7 @@ def main(argv: list[str] | None = None) -> dict:
         },
         "input_ids": torch.randint(2, 1000, (batch, config.text_config.max_position_embeddings), device=device),
     }
+    batch_inputs["input_ids"][:, -1] = config.text_config.eos_token_id  # towers that pool at EOS need one
     one_view = dict(
         batch_inputs,
         global_views=batch_inputs["global_views"][:, :1],
@@ -82,21 +100,35 @@ def main(argv: list[str] | None = None) -> dict:
         local_augment=None,
     )
 
-    def step(inputs, distill_weight):
+    def step(inputs, distill_weight, guard=False):
         with autocast:
             loss = wrapper(**inputs, distill_weight=distill_weight)["loss"]
         loss.backward()
-        optimizer.step()
+        if not guard or step_is_finite(trainable, torch.isfinite(loss.detach())):  # as SilcTrainer decides
+            optimizer.step()
+            if distill_weight:
+                wrapper.update_teacher(0.999)
+                wrapper.distillation_loss.update_center()
         optimizer.zero_grad(set_to_none=True)
-        if distill_weight:
-            wrapper.update_teacher(0.999)
 
     def timed(fn, repeats: int) -> float:  # median seconds per call after the (timed, not counted) first call
         return time_calls(fn, repeats, device=device).median
 
     clip_time = timed(lambda: step(one_view, 0.0), args.steps)
     silc_time = timed(lambda: step(batch_inputs, 1.0), args.steps)
+    # the step without and with the guard in alternation, in both orders: a shared machine's load drifts between two
+    # separate series, and a step's time depends on the one before it
+    ratios = []
+    for index in range(args.steps):
+        guarded_first = index % 2 == 1
+        first = timed(lambda: step(batch_inputs, 1.0, guard=guarded_first), 1)
+        second = timed(lambda: step(batch_inputs, 1.0, guard=not guarded_first), 1)
+        ratios.append(first / second if guarded_first else second / first)
+    guard_ratio = statistics.median(ratios)
     ema_time = timed(lambda: wrapper.update_teacher(0.999), args.steps * 3)
+    wrapper(**batch_inputs)["loss"].backward()  # gradients for the guard's own timing
+    guard_time = timed(lambda: step_is_finite(trainable, torch.ones((), dtype=torch.bool)), args.steps * 3)
+    optimizer.zero_grad(set_to_none=True)
     flat = batch_inputs["local_views"].flatten(0, 1)
     flat_augment = {k: v.flatten(0, 1) for k, v in batch_inputs["local_augment"].items()}
     global_flat = batch_inputs["global_views"].flatten(0, 1)
@@ -132,6 +164,9 @@ def main(argv: list[str] | None = None) -> dict:
         "photometric_s": photometric_time,
         "photometric_share_of_silc_step": photometric_time / silc_time,
         "data_worker_cpu_ms_per_image": data_ms,
+        "guarded_over_unguarded_step": guard_ratio,
+        "nonfinite_guard_s": guard_time,
+        "nonfinite_guard_share_of_silc_step": guard_time / silc_time,
     }
     print(
         f"\nSILC vs CLIP-only training step: {args.preset}, batch {batch}, {n_local} local crops of {local} px, "
@@ -147,6 +182,9 @@ def main(argv: list[str] | None = None) -> dict:
         ("EMA share of the SILC step", f"{100 * results['ema_share_of_silc_step']:.1f}%"),
         ("photometric augmentation share", f"{100 * results['photometric_share_of_silc_step']:.1f}%"),
         ("data worker CPU per image (ms)", f"{data_ms:.1f}"),
+        ("SILC step with / without the non-finite guard", f"{guard_ratio:.3f}x"),
+        ("non-finite guard alone (s)", f"{guard_time:.5f}"),
+        ("  its share of the SILC step", f"{100 * results['nonfinite_guard_share_of_silc_step']:.2f}%"),
     ]
     for name, value in rows:
         print(f"{name:<40}{value:>14}")

@@ -1,5 +1,6 @@
 """Tiny models, tokenizers and images shared by the tests (everything built locally, nothing downloaded)."""
 
+import copy
 import importlib.util
 import json
 import os
@@ -19,6 +20,7 @@ from transformers import (
     CLIPTokenizer,
     SiglipConfig,
     SiglipModel,
+    TrainerCallback,
 )
 
 from silc_hf import SilcConfig
@@ -151,3 +153,105 @@ def run_in_fresh_python(code: str, *args, workdir) -> dict:
     result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=workdir)
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+# A SilcTrainer on tiny towers, a tiny head and a 16-image caption folder: the trainer tests' common ground.
+TINY_HEAD = dict(
+    head_num_prototypes=32, head_hidden_dim=32, head_bottleneck_dim=16, num_local_crops=2, local_crop_size=16
+)
+
+
+def tiny_training_args(output_dir, **overrides):
+    """`SilcTrainingArguments` for 6 CPU steps of batch 4, logging every step, no checkpoints (unless overridden)."""
+    from silc_hf.training import SilcTrainingArguments
+
+    values = dict(
+        output_dir=str(output_dir),
+        per_device_train_batch_size=4,
+        learning_rate=1e-3,
+        max_steps=6,
+        logging_steps=1,
+        save_strategy="no",
+        report_to=[],
+        use_cpu=True,
+        seed=0,
+        dataloader_pin_memory=False,
+        teacher_momentum=0.9,
+        **TINY_HEAD,
+    )
+    values.update(overrides)
+    return SilcTrainingArguments(**values)
+
+
+@pytest.fixture(scope="module")
+def caption_folder(tmp_path_factory):
+    """An imagefolder of 16 captioned shapes, shared by a test module."""
+    folder = tmp_path_factory.mktemp("captions")
+    write_caption_folder(folder, n=16)
+    return folder
+
+
+def tiny_trainer(folder, args, seed=0, loss_type="softmax"):
+    """A `SilcTrainer` of a tiny SILC model (initialised from `seed`) on the images of `folder`."""
+    from silc_hf import SilcImageProcessor, SilcModel, SilcProcessor
+    from silc_hf.data import load_image_text_dataset
+    from silc_hf.training import (
+        MultiCropDataset,
+        MultiCropTransform,
+        SamplePreparer,
+        SilcMultiCropCollator,
+        SilcTrainer,
+    )
+
+    torch.manual_seed(seed)
+    tokenizer = clip_tokenizer()
+    config = tiny_silc_config(
+        loss_type=loss_type,
+        text_config=dict(pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id),
+    )
+    model = SilcModel(config)
+    processor = SilcProcessor(SilcImageProcessor(size={"height": 32, "width": 32}), tokenizer, fixed_text_length=16)
+    preparer = SamplePreparer(MultiCropTransform(args, 32), min_image_size=16)
+    dataset = MultiCropDataset(load_image_text_dataset(str(folder)), preparer, seed=0)
+    return SilcTrainer(
+        model=model,
+        args=args,
+        train_dataset=dataset,
+        eval_dataset=dataset,
+        data_collator=SilcMultiCropCollator(processor, 16),
+        processing_class=processor,
+    )
+
+
+class StopAfter(TrainerCallback):
+    """Stops training after optimizer step `step` (as a preemption would)."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step >= self.step:
+            control.should_training_stop = True
+
+
+def training_state(trainer) -> dict:
+    """Copies of everything a step may change: student, head, teacher, centre, optimizer moments."""
+    wrapper = trainer.model
+    return {
+        "student": {k: v.detach().clone() for k, v in wrapper.student.state_dict().items()},
+        "head": {k: v.detach().clone() for k, v in wrapper.student_head.state_dict().items()},
+        "teacher": {k: v.detach().clone() for k, v in wrapper.teacher.state_dict().items()},
+        "center": wrapper.distillation_loss.center.clone(),
+        "optimizer": copy.deepcopy(trainer.optimizer.state_dict()["state"]),
+    }
+
+
+def max_difference(a, b) -> float:
+    """Largest absolute difference between two nested dicts of tensors (keys and non-tensors must match)."""
+    if isinstance(a, dict):
+        assert a.keys() == b.keys()
+        return max((max_difference(a[k], b[k]) for k in a), default=0.0)
+    if isinstance(a, torch.Tensor):
+        return (a.float() - b.float()).abs().max().item() if a.numel() else 0.0
+    assert a == b
+    return 0.0

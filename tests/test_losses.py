@@ -78,7 +78,7 @@ def test_contrastive_losses_and_gradients_match_the_formulas(loss_type):
         assert inputs[3].grad.abs().item() < 1e-12
 
 
-def test_distillation_loss_matches_the_formula_and_updates_the_center():
+def test_distillation_loss_matches_the_formula_and_moves_the_center_only_when_told():
     generator = torch.Generator().manual_seed(0)
     batch, k = 3, 6
     teacher = [torch.randn(batch, k, generator=generator, dtype=torch.float64) for _ in range(2)]
@@ -101,6 +101,10 @@ def test_distillation_loss_matches_the_formula_and_updates_the_center():
             pairs += 1
     assert pairs == 6
     assert loss.item() == pytest.approx(total / pairs, rel=1e-10)
+    torch.testing.assert_close(loss_module.center, center, rtol=0, atol=0)  # no side effect of the loss itself
+    for view in teacher:  # two micro-batches of one optimizer step, then the step's single update (DINOv2's call)
+        loss_module.record_center(view)
+    loss_module.update_center()
     expected_center = 0.9 * center + 0.1 * torch.cat(teacher).mean(0, keepdim=True)
     torch.testing.assert_close(loss_module.center, expected_center)
 
@@ -110,9 +114,11 @@ def test_distillation_loss_matches_the_formula_and_updates_the_center():
     expected_grad = sum((q - p_i) / 0.1 for p_i in p) / (batch * pairs)
     torch.testing.assert_close(student[2].grad, expected_grad)
 
-    loss_module.eval()
-    loss_module(student, teacher, teacher_temperature=0.05)
-    torch.testing.assert_close(loss_module.center, expected_center)  # no update outside training
+    updated = loss_module.center.clone()
+    loss_module.record_center(teacher[0])  # a skipped step's outputs are dropped: the centre stays
+    loss_module.discard_pending_center()
+    loss_module.update_center()
+    torch.testing.assert_close(loss_module.center, updated, rtol=0, atol=0)
 
 
 def _free_port() -> int:

@@ -5,70 +5,20 @@ import math
 
 import pytest
 import torch
-from transformers import AutoModel, TrainerCallback, pipeline
+from transformers import AutoModel, pipeline
 
-from silc_hf import SilcImageProcessor, SilcModel, SilcProcessor
-from silc_hf.data import load_image_text_dataset
-from silc_hf.training import SilcTrainer, SilcTrainingArguments
-from silc_hf.training.augmentation import MultiCropTransform
-from silc_hf.training.data import MultiCropDataset, SamplePreparer, SilcMultiCropCollator
-
-from conftest import clip_tokenizer, tiny_silc_config, write_caption_folder
-
-TINY_HEAD = dict(
-    head_num_prototypes=32, head_hidden_dim=32, head_bottleneck_dim=16, num_local_crops=2, local_crop_size=16
+from conftest import (
+    TINY_HEAD,
+    StopAfter,
+    max_difference,
+    tiny_trainer,
+    tiny_training_args,
+    training_state,
 )
 
 
-def _args(output_dir, **overrides) -> SilcTrainingArguments:
-    values = dict(
-        output_dir=str(output_dir),
-        per_device_train_batch_size=4,
-        learning_rate=1e-3,
-        max_steps=6,
-        logging_steps=1,
-        save_strategy="no",
-        report_to=[],
-        use_cpu=True,
-        seed=0,
-        dataloader_pin_memory=False,
-        teacher_momentum=0.9,
-        **TINY_HEAD,
-    )
-    values.update(overrides)
-    return SilcTrainingArguments(**values)
-
-
-@pytest.fixture(scope="module")
-def data_folder(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("captions")
-    write_caption_folder(folder, n=16)
-    return folder
-
-
-def _trainer(folder, args, seed=0, loss_type="softmax") -> SilcTrainer:
-    torch.manual_seed(seed)
-    tokenizer = clip_tokenizer()
-    config = tiny_silc_config(
-        loss_type=loss_type,
-        text_config=dict(pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id),
-    )
-    model = SilcModel(config)
-    processor = SilcProcessor(SilcImageProcessor(size={"height": 32, "width": 32}), tokenizer, fixed_text_length=16)
-    preparer = SamplePreparer(MultiCropTransform(args, 32), min_image_size=16)
-    dataset = MultiCropDataset(load_image_text_dataset(str(folder)), preparer, seed=0)
-    return SilcTrainer(
-        model=model,
-        args=args,
-        train_dataset=dataset,
-        eval_dataset=dataset,
-        data_collator=SilcMultiCropCollator(processor, 16),
-        processing_class=processor,
-    )
-
-
-def test_teacher_moves_once_per_optimizer_step_and_gets_no_gradient(data_folder, tmp_path):
-    trainer = _trainer(data_folder, _args(tmp_path, max_steps=1, gradient_accumulation_steps=2))
+def test_teacher_moves_once_per_optimizer_step_and_gets_no_gradient(caption_folder, tmp_path):
+    trainer = tiny_trainer(caption_folder, tiny_training_args(tmp_path, max_steps=1, gradient_accumulation_steps=2))
     wrapper = trainer.model
     teacher, student = wrapper.ema_parameters()
     old_teacher = [t.detach().clone() for t in teacher]
@@ -84,59 +34,32 @@ def test_teacher_moves_once_per_optimizer_step_and_gets_no_gradient(data_folder,
     assert all(not m.training for m in wrapper.teacher.modules())
 
 
-class _StopAfter(TrainerCallback):
-    def __init__(self, step: int):
-        self.step = step
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step >= self.step:
-            control.should_training_stop = True
-
-
-def _state(trainer) -> dict:
-    wrapper = trainer.model
-    return {
-        "student": {k: v.detach().clone() for k, v in wrapper.student.state_dict().items()},
-        "head": {k: v.detach().clone() for k, v in wrapper.student_head.state_dict().items()},
-        "teacher": {k: v.detach().clone() for k, v in wrapper.teacher.state_dict().items()},
-        "center": wrapper.distillation_loss.center.clone(),
-        "optimizer": trainer.optimizer.state_dict()["state"],
-    }
-
-
-def _max_difference(a, b) -> float:
-    if isinstance(a, dict):
-        assert a.keys() == b.keys()
-        return max((_max_difference(a[k], b[k]) for k in a), default=0.0)
-    if isinstance(a, torch.Tensor):
-        return (a.float() - b.float()).abs().max().item() if a.numel() else 0.0
-    assert a == b
-    return 0.0
-
-
-def test_resume_restores_student_teacher_head_center_and_optimizer(data_folder, tmp_path):
-    straight = _trainer(data_folder, _args(tmp_path / "straight", max_steps=6))
+def test_resume_restores_student_teacher_head_center_and_optimizer(caption_folder, tmp_path):
+    straight = tiny_trainer(caption_folder, tiny_training_args(tmp_path / "straight", max_steps=6))
     straight.train()
-    expected = _state(straight)
+    expected = training_state(straight)
 
-    first = _trainer(data_folder, _args(tmp_path / "resumed", max_steps=6, save_strategy="steps", save_steps=3))
-    first.add_callback(_StopAfter(3))  # interrupted after the step-3 checkpoint; the LR schedule spans 6 steps
+    first = tiny_trainer(
+        caption_folder, tiny_training_args(tmp_path / "resumed", max_steps=6, save_strategy="steps", save_steps=3)
+    )
+    first.add_callback(StopAfter(3))  # interrupted after the step-3 checkpoint; the LR schedule spans 6 steps
     first.train()
     assert first.state.global_step == 3
     checkpoint = tmp_path / "resumed" / "checkpoint-3"
     assert checkpoint.is_dir()
-    resumed = _trainer(
-        data_folder, _args(tmp_path / "resumed", max_steps=6), seed=2
+    resumed = tiny_trainer(
+        caption_folder, tiny_training_args(tmp_path / "resumed", max_steps=6), seed=2
     )  # different init: all state must come from the checkpoint
     resumed.train(resume_from_checkpoint=str(checkpoint))
-    actual = _state(resumed)
+    actual = training_state(resumed)
     for part in expected:
-        assert _max_difference(actual[part], expected[part]) <= 1e-6, part
+        assert max_difference(actual[part], expected[part]) <= 1e-6, part
 
 
-def test_distillation_starts_late_from_a_copy_of_the_student(data_folder, tmp_path):
-    trainer = _trainer(
-        data_folder, _args(tmp_path, max_steps=4, distill_start_step=2, teacher_temperature_warmup_ratio=0.5)
+def test_distillation_starts_late_from_a_copy_of_the_student(caption_folder, tmp_path):
+    trainer = tiny_trainer(
+        caption_folder,
+        tiny_training_args(tmp_path, max_steps=4, distill_start_step=2, teacher_temperature_warmup_ratio=0.5),
     )
     trainer.train()
     logs = [entry for entry in trainer.state.log_history if "loss" in entry]
@@ -146,8 +69,8 @@ def test_distillation_starts_late_from_a_copy_of_the_student(data_folder, tmp_pa
     assert bool(trainer.model.distillation_started)
 
 
-def test_starting_distillation_copies_the_student_into_the_teacher(data_folder, tmp_path):
-    wrapper = _trainer(data_folder, _args(tmp_path)).model
+def test_starting_distillation_copies_the_student_into_the_teacher(caption_folder, tmp_path):
+    wrapper = tiny_trainer(caption_folder, tiny_training_args(tmp_path)).model
     with torch.no_grad():
         for parameter in wrapper.student.vision_model.parameters():
             parameter.add_(0.5)
@@ -158,13 +81,14 @@ def test_starting_distillation_copies_the_student_into_the_teacher(data_folder, 
     assert not wrapper.distillation_loss.center.any() and bool(wrapper.distillation_started)
 
 
-def test_prototypes_stay_frozen_early_and_the_head_can_have_its_own_learning_rate(data_folder, tmp_path):
-    trainer = _trainer(
-        data_folder, _args(tmp_path, max_steps=3, head_freeze_prototypes_steps=2, head_learning_rate=1e-5)
+def test_prototypes_stay_frozen_early_and_the_head_can_have_its_own_learning_rate(caption_folder, tmp_path):
+    trainer = tiny_trainer(
+        caption_folder,
+        tiny_training_args(tmp_path, max_steps=3, head_freeze_prototypes_steps=2, head_learning_rate=1e-5),
     )
     prototypes = trainer.model.student_head.prototypes
     before = prototypes.detach().clone()
-    trainer.add_callback(_StopAfter(2))
+    trainer.add_callback(StopAfter(2))
     trainer.train()
     assert torch.equal(prototypes, before)  # two frozen steps
     head = {id(p) for p in trainer.model.student_head.parameters()}
@@ -173,19 +97,21 @@ def test_prototypes_stay_frozen_early_and_the_head_can_have_its_own_learning_rat
     head_groups = [g for g in trainer.optimizer.param_groups if id(g["params"][0]) in head]
     other_groups = [g for g in trainer.optimizer.param_groups if id(g["params"][0]) not in head]
     assert all(g["initial_lr"] == 1e-5 for g in head_groups) and all(g["initial_lr"] == 1e-3 for g in other_groups)
-    full = _trainer(data_folder, _args(tmp_path / "full", max_steps=3, head_freeze_prototypes_steps=2))
+    full = tiny_trainer(
+        caption_folder, tiny_training_args(tmp_path / "full", max_steps=3, head_freeze_prototypes_steps=2)
+    )
     full.train()
     assert not torch.equal(full.model.student_head.prototypes, before)
 
 
-def test_logit_scale_is_clamped_after_each_step(data_folder, tmp_path):
-    trainer = _trainer(data_folder, _args(tmp_path, max_steps=1, max_logit_scale=5.0))
+def test_logit_scale_is_clamped_after_each_step(caption_folder, tmp_path):
+    trainer = tiny_trainer(caption_folder, tiny_training_args(tmp_path, max_steps=1, max_logit_scale=5.0))
     trainer.train()
     assert trainer.model.student.logit_scale.exp().item() == pytest.approx(5.0)
 
 
-def test_evaluate_reports_eval_loss_without_touching_the_center(data_folder, tmp_path):
-    trainer = _trainer(data_folder, _args(tmp_path, max_steps=1))
+def test_evaluate_reports_eval_loss_without_touching_the_center(caption_folder, tmp_path):
+    trainer = tiny_trainer(caption_folder, tiny_training_args(tmp_path, max_steps=1))
     trainer.train()
     center = trainer.model.distillation_loss.center.clone()
     metrics = trainer.evaluate()
@@ -193,18 +119,20 @@ def test_evaluate_reports_eval_loss_without_touching_the_center(data_folder, tmp
     assert torch.equal(trainer.model.distillation_loss.center, center)
 
 
-def test_bad_arguments_are_refused(data_folder, tmp_path):
+def test_bad_arguments_are_refused(caption_folder, tmp_path):
     with pytest.raises(ValueError, match="teacher_momentum_schedule='linear' is not supported"):
-        _args(tmp_path, teacher_momentum_schedule="linear")
+        tiny_training_args(tmp_path, teacher_momentum_schedule="linear")
     with pytest.raises(ValueError, match="remove_unused_columns=True would drop the multi-crop views"):
-        _args(tmp_path, remove_unused_columns=True)
+        tiny_training_args(tmp_path, remove_unused_columns=True)
     with pytest.raises(ValueError, match="local_crop_size=12 is not a multiple of patch_size=8; use 8 or 16"):
-        _trainer(data_folder, _args(tmp_path, local_crop_size=12))
+        tiny_trainer(caption_folder, tiny_training_args(tmp_path, local_crop_size=12))
 
 
 @pytest.mark.parametrize("loss_type", ["softmax", "sigmoid"])
-def test_training_lowers_the_loss_and_exports_a_clean_silc_folder(data_folder, tmp_path, loss_type):
-    trainer = _trainer(data_folder, _args(tmp_path, max_steps=12, learning_rate=2e-3), loss_type=loss_type)
+def test_training_lowers_the_loss_and_exports_a_clean_silc_folder(caption_folder, tmp_path, loss_type):
+    trainer = tiny_trainer(
+        caption_folder, tiny_training_args(tmp_path, max_steps=12, learning_rate=2e-3), loss_type=loss_type
+    )
     trainer.train()
     logs = [entry for entry in trainer.state.log_history if "loss" in entry]
     assert all("contrastive_loss" in e and "distillation_loss" in e for e in logs)
@@ -229,8 +157,8 @@ def test_training_lowers_the_loss_and_exports_a_clean_silc_folder(data_folder, t
     assert sorted(r["label"] for r in result) == ["a blue square", "a red circle"]
 
 
-def test_logs_carry_the_teacher_diagnostics(data_folder, tmp_path):
-    trainer = _trainer(data_folder, _args(tmp_path, max_steps=2))
+def test_logs_carry_the_teacher_diagnostics(caption_folder, tmp_path):
+    trainer = tiny_trainer(caption_folder, tiny_training_args(tmp_path, max_steps=2))
     trainer.train()
     log = [entry for entry in trainer.state.log_history if "loss" in entry][-1]
     log_k = math.log(TINY_HEAD["head_num_prototypes"])
@@ -241,8 +169,10 @@ def test_logs_carry_the_teacher_diagnostics(data_folder, tmp_path):
     assert 1 <= log["prototypes_used"] <= 2 * 4 and -1 <= log["student_feature_cosine"] <= 1
 
 
-def test_contrastive_weight_zero_trains_the_self_distillation_alone(data_folder, tmp_path):
-    trainer = _trainer(data_folder, _args(tmp_path, max_steps=3, contrastive_weight=0.0, distill_weight=2.0))
+def test_contrastive_weight_zero_trains_the_self_distillation_alone(caption_folder, tmp_path):
+    trainer = tiny_trainer(
+        caption_folder, tiny_training_args(tmp_path, max_steps=3, contrastive_weight=0.0, distill_weight=2.0)
+    )
     text_before = {k: v.clone() for k, v in trainer.model.student.text_model.state_dict().items()}
     scale_before = trainer.model.student.logit_scale.detach().clone()
     vision_before = {k: v.clone() for k, v in trainer.model.student.vision_model.state_dict().items()}
@@ -254,17 +184,19 @@ def test_contrastive_weight_zero_trains_the_self_distillation_alone(data_folder,
     assert torch.equal(student.logit_scale.detach(), scale_before)
     assert any(not torch.equal(v, vision_before[k]) for k, v in student.vision_model.state_dict().items())
     with pytest.raises(ValueError, match="contrastive_weight=0 with distill_weight=0"):
-        _args(tmp_path, contrastive_weight=0.0, distill_weight=0.0)
+        tiny_training_args(tmp_path, contrastive_weight=0.0, distill_weight=0.0)
 
 
-def test_evaluate_reports_the_zero_shot_metrics_during_training(data_folder, tmp_path):
+def test_evaluate_reports_the_zero_shot_metrics_during_training(caption_folder, tmp_path):
     from silc_hf.data.scenes import as_dataset
     from silc_hf.zero_shot.evaluation import ZeroShotEvaluator
 
     evaluator = ZeroShotEvaluator(
         as_dataset("validation", 6, image_size=32), templates=("a {}",), ignore_index=0, mask_offset=1
     )
-    trainer = _trainer(data_folder, _args(tmp_path, max_steps=2, eval_strategy="steps", eval_steps=2))
+    trainer = tiny_trainer(
+        caption_folder, tiny_training_args(tmp_path, max_steps=2, eval_strategy="steps", eval_steps=2)
+    )
     trainer.zero_shot_evaluator = evaluator
     trainer.train()
     evaluations = [entry for entry in trainer.state.log_history if "eval_loss" in entry]
@@ -278,14 +210,14 @@ def test_evaluate_reports_the_zero_shot_metrics_during_training(data_folder, tmp
     assert trainer.evaluate()["eval_segmentation_mIoU"] == expected["segmentation_mIoU"]
 
 
-def test_bf16_autocast_tracks_the_float32_run(data_folder, tmp_path):
+def test_bf16_autocast_tracks_the_float32_run(caption_folder, tmp_path):
     """10 steps under --bf16 (CPU autocast) against float32 from the same init and data. bf16 keeps 8 mantissa
     bits (relative rounding 2^-9 = 0.2 %); matmuls in bf16 through a few layers give ~1 % on a loss, and the
     runs' weights drift apart over the steps (measured: at most 1.5 % over these 10 steps), so each logged
     loss is compared at 3 % relative. Weights, teacher and center stay float32."""
     logs = {}
     for name, extra in (("float32", {}), ("bf16", {"bf16": True})):
-        trainer = _trainer(data_folder, _args(tmp_path / name, max_steps=10, **extra))
+        trainer = tiny_trainer(caption_folder, tiny_training_args(tmp_path / name, max_steps=10, **extra))
         trainer.train()
         logs[name] = [e for e in trainer.state.log_history if "contrastive_loss" in e]
         wrapper = trainer.model
@@ -299,12 +231,12 @@ def test_bf16_autocast_tracks_the_float32_run(data_folder, tmp_path):
     assert any(m["loss"] != r["loss"] for r, m in zip(logs["float32"], logs["bf16"]))
 
 
-def test_torch_compile_compiles_the_towers_as_whole_graphs_and_trains_like_eager(data_folder, tmp_path):
+def test_torch_compile_compiles_the_towers_as_whole_graphs_and_trains_like_eager(caption_folder, tmp_path):
     """--torch_compile (CPU inductor): the towers, head and teacher compile with fullgraph=True (a graph break or
     a host sync in their forward would raise), and 10 steps give the eager losses within 1e-4."""
     logs = {}
     for name, extra in (("eager", {}), ("compiled", {"torch_compile": True})):
-        trainer = _trainer(data_folder, _args(tmp_path / name, max_steps=10, **extra))
+        trainer = tiny_trainer(caption_folder, tiny_training_args(tmp_path / name, max_steps=10, **extra))
         trainer.train()
         logs[name] = [e for e in trainer.state.log_history if "contrastive_loss" in e]
     wrapper = trainer.model
@@ -315,8 +247,8 @@ def test_torch_compile_compiles_the_towers_as_whole_graphs_and_trains_like_eager
             assert compiled[key] == pytest.approx(eager[key], abs=1e-4), (eager["step"], key)
 
 
-def test_total_flos_follow_transformers_six_times_parameters_times_tokens(data_folder, tmp_path):
-    trainer = _trainer(data_folder, _args(tmp_path, max_steps=1))
+def test_total_flos_follow_transformers_six_times_parameters_times_tokens(caption_folder, tmp_path):
+    trainer = tiny_trainer(caption_folder, tiny_training_args(tmp_path, max_steps=1))
     batch = next(iter(trainer.get_train_dataloader()))
     wrapper = trainer.pretraining_model
     vision = wrapper.student.vision_model.num_parameters(exclude_embeddings=True)

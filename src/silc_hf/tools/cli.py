@@ -185,14 +185,20 @@ def set_cpu_threads(cgroup_root: str = "/sys/fs/cgroup") -> int:
     return torch.get_num_threads()
 
 
+class RunStopped(RuntimeError):
+    """A run that stopped itself on purpose (e.g. too many non-finite training steps); the message says why and
+    what to do."""
+
+
 def run_script(main) -> None:
     """Run a script's `main()` after `set_cpu_threads()`. A user error (a missing path, a bad value, an unreachable
-    Hub: `FileNotFoundError`, `ValueError`, `ConnectionError`) prints its message on one line and exits with status
-    2, as argparse does, instead of a traceback; `SILC_DEBUG=1` shows the traceback."""
+    Hub: `FileNotFoundError`, `ValueError`, `ConnectionError`) or a run that stopped itself (`RunStopped`) prints its
+    message on one line and exits with status 2, as argparse does, instead of a traceback; `SILC_DEBUG=1` shows the
+    traceback."""
     set_cpu_threads()
     try:
         main()
-    except (FileNotFoundError, ValueError, ConnectionError) as error:
+    except (FileNotFoundError, ValueError, ConnectionError, RunStopped) as error:
         if os.environ.get("SILC_DEBUG"):
             raise
         sys.stderr.write(f"error: {error}\n(SILC_DEBUG=1 shows the traceback)\n")

@@ -39,17 +39,20 @@ def series(log_history: list[dict], name: str) -> tuple[list[int], list[float]]:
     return [p[0] for p in points], [p[1] for p in points]
 
 
+SKIPPED = {"nonfinite_steps": "optimizer steps skipped (non-finite)", "skipped_samples": "bad samples skipped"}
 PRETRAINING_PANELS = (
     (LOSSES, "loss", "losses", None),
     (DIAGNOSTICS, "fraction / cosine", "teacher diagnostics", (0, 1.05)),
     (EVALUATIONS, "metric", "evaluation during training (validation split)", (0, 1.0)),
+    (SKIPPED, "count (cumulative)", "what was skipped", None),
 )
 
 
 def plot_training(log_history: list[dict], path: str, title: str = "", panels=PRETRAINING_PANELS) -> None:
     """Panels of logged quantities against the optimizer step, each `(names, ylabel, title, ylim)`; by default
-    the losses, the teacher diagnostics (see `silc_hf.training.losses.teacher_diagnostics`) and the zero-shot metrics of
-    the evaluators. Evaluations (names starting with `eval_`) are drawn with markers."""
+    the losses, the teacher diagnostics (see `silc_hf.training.losses.teacher_diagnostics`), the zero-shot metrics
+    of the evaluators, and the skipped steps and samples. Evaluations (names starting with `eval_`) are drawn with
+    markers."""
     plt = _pyplot()
     figure, axes = plt.subplots(1, len(panels), figsize=(16 * len(panels) / 3, 4.2), squeeze=False)
     for axis, (names, ylabel, panel_title, ylim) in zip(axes[0], panels):

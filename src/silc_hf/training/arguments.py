@@ -210,6 +210,14 @@ class SilcTrainingArguments(MultiCropArguments, TrainingArguments):
     max_logit_scale: float = field(
         default=100.0, metadata={"help": "softmax models: clamp exp(logit_scale) after each step"}
     )
+    max_consecutive_nonfinite_steps: int = field(
+        default=20,
+        metadata={
+            "help": "optimizer steps in a row with a non-finite loss or gradient (each skipped: nothing moves) after "
+            "which the run stops, naming the checkpoint to resume from; 20 is past fp16's grad scaler backing off "
+            "from 2^16 to 1"
+        },
+    )
     remove_unused_columns: bool = field(
         default=False, metadata={"help": "must stay False: the batch is built by the collator"}
     )
@@ -238,6 +246,11 @@ class SilcTrainingArguments(MultiCropArguments, TrainingArguments):
             )
         if self.remove_unused_columns:
             raise ValueError("remove_unused_columns=True would drop the multi-crop views; SILC needs False.")
+        if self.max_consecutive_nonfinite_steps < 1:
+            raise ValueError(
+                f"max_consecutive_nonfinite_steps={self.max_consecutive_nonfinite_steps} must be >= 1 (1 stops at the "
+                "first non-finite step, as DINO does)."
+            )
 
     def check_model(self, config) -> None:
         """The checks that need the model (`SilcConfig`): the local crops tile into its patches."""

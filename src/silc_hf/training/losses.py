@@ -148,6 +148,10 @@ class DistillationLoss(nn.Module):
     sharpened with the teacher temperature; the student's are softened with `student_temperature`. The loss
     is the cross-entropy `-sum p_teacher * log p_student`, averaged over the batch and over all pairs (teacher
     global view i, student view j) with j != i.
+
+    As in DINOv2, the centre moves only on an explicit call, never as a side effect of `forward`: the trainer
+    records each micro-batch's teacher outputs (`record_center`) and moves the centre once per optimizer step,
+    after a step that was applied (`update_center`), or drops them after a skipped one (`discard_pending_center`).
     """
 
     def __init__(
@@ -164,6 +168,8 @@ class DistillationLoss(nn.Module):
         self.center_momentum = center_momentum
         self.centering = centering
         self.register_buffer("center", torch.zeros(1, num_prototypes))
+        self._pending_sum: torch.Tensor | None = None  # recorded teacher outputs of this step, this process
+        self._pending_count = 0
 
     def teacher_probabilities(
         self, teacher_views: list[torch.Tensor], teacher_temperature: float
@@ -194,15 +200,31 @@ class DistillationLoss(nn.Module):
                     continue
                 total = total - (p_teacher * log_p_student).sum(dim=-1).mean()
                 pairs += 1
-        if self.training and self.centering == "ema":
-            self.update_center(torch.cat(teacher_views))
         return total / pairs
 
     @torch.no_grad()
-    def update_center(self, teacher_output: torch.Tensor) -> None:
-        """center <- m * center + (1 - m) * mean of the teacher outputs over the global batch."""
+    def record_center(self, teacher_output: torch.Tensor) -> None:
+        """Add teacher outputs `(n, K)` to the statistics of the next `update_center` (this process's sum)."""
         batch_sum = teacher_output.float().sum(dim=0, keepdim=True)
-        count = torch.tensor(float(teacher_output.shape[0]), device=teacher_output.device)
+        self._pending_sum = batch_sum if self._pending_sum is None else self._pending_sum + batch_sum
+        self._pending_count += teacher_output.shape[0]
+
+    def discard_pending_center(self) -> None:
+        """Forget the recorded teacher outputs (a skipped step must not move the centre)."""
+        self._pending_sum, self._pending_count = None, 0
+
+    @torch.no_grad()
+    def update_center(self, teacher_output: torch.Tensor | None = None) -> None:
+        """center <- m * center + (1 - m) * mean, over the global batch, of the recorded teacher outputs and
+        `teacher_output` (when given); then the record is cleared. Nothing recorded: the centre stays. Every rank
+        must call it (the statistics are all-reduced)."""
+        if teacher_output is not None:
+            self.record_center(teacher_output)
+        if self._pending_sum is None:
+            return
+        batch_sum = self._pending_sum
+        count = torch.tensor(float(self._pending_count), device=batch_sum.device)
+        self.discard_pending_center()
         if is_distributed():
             dist.all_reduce(batch_sum)
             dist.all_reduce(count)

@@ -133,6 +133,8 @@ class SilcPretrainingModel(nn.Module):
         self.distillation_loss = DistillationLoss(head_num_prototypes, student_temperature, center_momentum, centering)
         # Whether the teacher has been (re-)initialised from the student: distillation may start late.
         self.register_buffer("distillation_started", torch.zeros((), dtype=torch.bool))
+        # Optimizer steps skipped because their loss or gradients were not finite (kept with the checkpoints).
+        self.register_buffer("nonfinite_steps", torch.zeros((), dtype=torch.long))
         self.photometric = dict(
             image_mean=list(image_mean),
             image_std=list(image_std),
@@ -234,6 +236,8 @@ class SilcPretrainingModel(nn.Module):
             with _float32(global_pixels.device):
                 teacher_probs = loss_fn.teacher_probabilities(list(teacher_logits), teacher_temperature)
                 distillation = loss_fn(list(student_logits), list(teacher_logits), teacher_temperature, teacher_probs)
+                if self.training and loss_fn.centering == "ema":  # moves at the optimizer step, if it is applied
+                    loss_fn.record_center(torch.cat(teacher_logits))
                 features = [view.float() for view in bottleneck.detach().split(batch)]
                 losses.update(teacher_diagnostics(torch.cat(teacher_probs), features))
             losses["distillation_loss"] = distillation

@@ -4,7 +4,13 @@ image-text loss (its knobs: `SilcTrainingArguments` in `silc_hf.training.argumen
 Gradient accumulation: each micro-batch's contrastive loss only sees that micro-batch's negatives (and,
 under DDP, the other ranks' same-index micro-batches), so accumulating k micro-batches of B is not the
 same as one batch of kB: it has k times fewer negatives per loss term. The gradients are the mean over
-micro-batches, and the teacher moves once per optimizer step.
+micro-batches; the teacher and the centre move once per optimizer step (the centre by the mean teacher output
+of all its micro-batches).
+
+A bad step changes nothing: when a step's loss or any gradient is not finite (on any rank), the optimizer, the
+teacher and the centre are left as they were, the step is counted (`nonfinite_steps` in the logs), the first one
+is named in a warning, and `max_consecutive_nonfinite_steps` in a row stop the run with the newest complete
+checkpoint to resume from (`SilcTrainer.before_optimizer_step` / `after_optimizer_step`).
 """
 
 import math
@@ -13,16 +19,19 @@ import time
 from collections import defaultdict
 
 import torch
+import torch.distributed as dist
 from safetensors.torch import load_file, save_file
 from transformers import Trainer, TrainerCallback
 from transformers.trainer import TRAINING_ARGS_NAME
 from transformers.utils import logging
 
 from ..modeling_silc import SilcModel
+from ..tools.cli import RunStopped
 from ..zero_shot.evaluation import ZeroShotEvaluator
 from .arguments import SilcTrainingArguments
 from .checkpoints import DISTILLATION_STATE_NAME, latest_complete_checkpoint, load_student_state
 from .data import StreamingMultiCropDataset
+from .losses import is_distributed
 from .optimization import split_param_groups
 from .pretraining import SilcPretrainingModel
 
@@ -40,6 +49,25 @@ def linear_warmup(start: float, end: float, step: int, warmup_steps: int) -> flo
     if warmup_steps <= 0:
         return end
     return start + (end - start) * min(max(step, 0) / warmup_steps, 1.0)
+
+
+def step_is_finite(parameters, loss_is_finite: torch.Tensor | None = None) -> bool:
+    """Whether every gradient of `parameters` (and `loss_is_finite`, a boolean tensor) is finite on every rank: one
+    fused norm over the gradients, one all-reduced flag, one host sync — the price of skipping a step, which a
+    Python-level decision needs (PyTorch's AMP grad scaler pays it too)."""
+    grads = [p.grad for p in parameters if p.grad is not None]
+    finite = torch.stack(torch._foreach_norm(grads)).isfinite().all() if grads else torch.ones((), dtype=torch.bool)
+    if loss_is_finite is not None:
+        finite = finite & loss_is_finite.to(finite.device)
+    if is_distributed():  # one decision for all ranks: a rank-local skip would desynchronise DDP/FSDP
+        bad = (~finite).float()
+        dist.all_reduce(bad, op=dist.ReduceOp.MAX)
+        finite = bad == 0
+    return bool(finite)
+
+
+class NonFiniteTrainingError(RunStopped):
+    """Too many optimizer steps in a row had a non-finite loss or gradient."""
 
 
 class _SilcStepCallback(TrainerCallback):
@@ -95,7 +123,11 @@ class SilcTrainer(Trainer):
                 "Use ZeRO stage 1 or 2, or FSDP (the teacher is sharded like the student and updated shard by shard)."
             )
         self.add_callback(_SilcStepCallback(self))
-        self._parts: dict[str, list[torch.Tensor]] = defaultdict(list)
+        self._parts: dict[str, list[torch.Tensor]] = defaultdict(list)  # applied steps since the last log
+        self._step_parts: dict[str, list[torch.Tensor]] = defaultdict(list)  # this optimizer step's micro-batches
+        self._step_loss_finite: torch.Tensor | None = None  # on the device: no host sync per micro-batch
+        self._step_applied = True
+        self._consecutive_nonfinite_steps = 0
         self._skipped_samples = 0
         self.zero_shot_evaluator = zero_shot_evaluator
 
@@ -223,28 +255,79 @@ class SilcTrainer(Trainer):
             contrastive_weight=self.args.contrastive_weight,
             koleo_weight=self.args.koleo_weight,
         )
-        if model.training:  # loss parts and teacher diagnostics, averaged over the steps between two logs
+        if model.training:  # loss parts and teacher diagnostics, averaged over the applied steps between two logs
             for name, value in outputs.items():
                 if name != "loss":
-                    self._parts[name].append(value.detach())
+                    self._step_parts[name].append(value.detach())
+            finite = torch.isfinite(outputs["loss"].detach())
+            self._step_loss_finite = finite if self._step_loss_finite is None else self._step_loss_finite & finite
             if skipped is not None:
                 self._skipped_samples += int(skipped.sum())
         return (outputs["loss"], outputs) if return_outputs else outputs["loss"]
 
     def before_optimizer_step(self, step: int) -> None:
         """Cancel the prototypes' gradient early in distillation (after clipping, as DINO does): trained from
-        the start, the prototypes can collapse onto each other and flatten the teacher to a uniform output."""
+        the start, the prototypes can collapse onto each other and flatten the teacher to a uniform output. Then
+        decide, on every rank alike, whether the step is finite; if not, make the optimizer step change nothing
+        (every gradient dropped; under fp16 the grad scaler skips it by itself)."""
+        wrapper = self.pretraining_model
         if step - self.args.distill_start_step < self.args.head_freeze_prototypes_steps:
-            self.pretraining_model.student_head.prototypes.grad = None
+            wrapper.student_head.prototypes.grad = None
+        trainable = [p for p in self.model.parameters() if p.requires_grad]
+        self._step_applied = step_is_finite(trainable, self._step_loss_finite)
+        self._step_loss_finite = None
+        if self._step_applied:
+            return
+        if self.accelerator.scaler is not None:  # its step must see the non-finite gradient to skip and back off
+            torch._foreach_mul_([p.grad for p in trainable if p.grad is not None], float("nan"))
+        else:  # torch optimizers leave a parameter without a gradient untouched: weights, moments, step count
+            for parameter in trainable:
+                parameter.grad = None
 
     @torch.no_grad()
     def after_optimizer_step(self, step: int) -> None:
-        """Clamp the CLIP logit scale (openai/CLIP#46) and take one EMA step of the teacher."""
+        """After an applied step: clamp the CLIP logit scale (openai/CLIP#46), take one EMA step of the teacher and
+        move the centre. After a skipped one: nothing moves; count it, and stop after too many in a row."""
         wrapper = self.pretraining_model
+        step_parts, self._step_parts = self._step_parts, defaultdict(list)
+        if not self._step_applied or self.accelerator.optimizer_step_was_skipped:
+            wrapper.distillation_loss.discard_pending_center()
+            self._count_nonfinite_step(step)
+            return
+        self._consecutive_nonfinite_steps = 0
+        for name, values in step_parts.items():
+            self._parts[name].extend(values)
         if wrapper.config.loss_type == "softmax":
             wrapper.student.logit_scale.clamp_(max=math.log(self.args.max_logit_scale))
         if bool(wrapper.distillation_started):
             wrapper.update_teacher(self.teacher_momentum_at(step))
+            wrapper.distillation_loss.update_center()
+
+    def _count_nonfinite_step(self, step: int) -> None:
+        wrapper = self.pretraining_model
+        wrapper.nonfinite_steps += 1
+        self._consecutive_nonfinite_steps += 1
+        number = step + 1  # the Trainer counts optimizer steps from 1
+        if int(wrapper.nonfinite_steps) == 1:
+            logger.warning(
+                f"Step {number} had a non-finite loss or gradient (NaN or inf) and was skipped: no weight, optimizer, "
+                "teacher or centre update. Later ones are counted in the logs (nonfinite_steps); "
+                f"{self.args.max_consecutive_nonfinite_steps} in a row stop the run."
+            )
+        if self._consecutive_nonfinite_steps >= self.args.max_consecutive_nonfinite_steps:
+            checkpoint = latest_complete_checkpoint(self.args.output_dir)
+            resume = (
+                f"resume from {checkpoint} (the newest complete checkpoint; rerunning the same command does), "
+                "e.g. with a lower learning rate"
+                if checkpoint
+                else "no checkpoint was saved yet: restart, e.g. with a lower learning rate"
+            )
+            first = number - self._consecutive_nonfinite_steps + 1
+            raise NonFiniteTrainingError(
+                f"Steps {first} to {number} all had a non-finite loss or gradient (max_consecutive_nonfinite_steps="
+                f"{self.args.max_consecutive_nonfinite_steps}); stopping with the weights of step {first - 1}, "
+                f"unchanged since and not saved again: {resume}."
+            )
 
     def zero_shot_metrics(self, metric_key_prefix: str = "eval") -> dict[str, float]:
         """The `zero_shot_evaluator`'s metrics for the current student (every rank computes them: under FSDP the
@@ -300,6 +383,7 @@ class SilcTrainer(Trainer):
             logs["teacher_momentum"] = self.teacher_momentum_at(step)
         if "loss" in logs or "train_loss" in logs:
             logs["skipped_samples"] = self._skipped_samples  # bad samples skipped so far (this process)
+            logs["nonfinite_steps"] = int(self.pretraining_model.nonfinite_steps)  # skipped steps, whole run
         super().log(logs, start_time)
 
     def create_optimizer(self, model=None):
@@ -317,10 +401,12 @@ class SilcTrainer(Trainer):
         return [name for name, parameter in model.named_parameters() if parameter.ndim >= 2]
 
     def _issue_warnings_after_load(self, load_result) -> None:
-        """Resuming must restore the whole pretraining state (teacher, head, center included)."""
-        if load_result.missing_keys or load_result.unexpected_keys:
+        """Resuming must restore the whole pretraining state (teacher, head, center included); only the count of
+        skipped steps may be missing (checkpoints written before it existed: the count restarts at 0)."""
+        missing = [key for key in load_result.missing_keys if key != "nonfinite_steps"]
+        if missing or load_result.unexpected_keys:
             raise ValueError(
-                f"The checkpoint does not match the SILC pretraining state: missing {load_result.missing_keys[:5]}, "
+                f"The checkpoint does not match the SILC pretraining state: missing {missing[:5]}, "
                 f"unexpected {load_result.unexpected_keys[:5]}. Resume with the same model and head settings."
             )
 

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..configuration_silc import DEFAULT_PROMPT_TEMPLATES
+from .finite import ensure_finite
 from .metrics import (
     CLASSIFICATION_TASK,
     IMAGE_TO_TEXT_R1,
@@ -52,23 +53,20 @@ def results_entry(
 
 def _batches(dataset, batch_size: int, description: str):
     for start in tqdm(range(0, len(dataset), batch_size), desc=description, leave=False):
-        yield dataset[start : start + batch_size]
+        yield start, dataset[start : start + batch_size]
 
 
 @torch.no_grad()
 def image_embeddings(model, processor, dataset, image_column: str = "image", batch_size: int = 64) -> torch.Tensor:
     """L2-normalised image embeddings of every row, `(N, D)`."""
     outputs = []
-    for batch in _batches(dataset, batch_size, "images"):
+    for start, batch in _batches(dataset, batch_size, "images"):
         pixels = processor.image_processor(
             images=[im.convert("RGB") for im in batch[image_column]], return_tensors="pt"
         )
-        outputs.append(
-            F.normalize(
-                model.get_image_features(pixel_values=pixels["pixel_values"].to(model.device)).image_embeds.float(),
-                dim=-1,
-            ).cpu()
-        )
+        embeds = model.get_image_features(pixel_values=pixels["pixel_values"].to(model.device)).image_embeds.float()
+        rows = [f"row {start + i}" for i in range(len(embeds))]
+        outputs.append(F.normalize(ensure_finite(embeds, rows, "image embeddings"), dim=-1).cpu())
     return torch.cat(outputs)
 
 
@@ -82,7 +80,9 @@ def text_embeddings(model, processor, texts: list[str], batch_size: int = 256) -
             text=texts[start : start + batch_size], truncation=True, max_length=max_length, return_tensors="pt"
         )
         tokens = {k: v.to(model.device) for k, v in tokens.items() if k in ("input_ids", "attention_mask")}
-        outputs.append(F.normalize(model.get_text_features(**tokens).text_embeds.float(), dim=-1).cpu())
+        embeds = model.get_text_features(**tokens).text_embeds.float()
+        embeds = ensure_finite(embeds, texts[start : start + batch_size], "text embeddings")
+        outputs.append(F.normalize(embeds, dim=-1).cpu())
     return torch.cat(outputs)
 
 
@@ -159,7 +159,7 @@ def evaluate_segmentation(
     for row in tqdm(range(len(dataset)), desc="segmentation", leave=False):
         example = dataset[row]
         resized, full = segmentation_inputs(processor.image_processor, example[image_column], size)
-        logits = segment_pixels(model, resized, full, text_embeds, method, sliding_window)
+        logits = segment_pixels(model, resized, full, text_embeds, method, sliding_window, name=f"row {row}")
         result = logits_to_result(logits, class_names, model.config.loss_type, background_threshold)
         mask = torch.from_numpy(np.asarray(example[mask_column]).astype(np.int64))
         ignore = mask == ignore_index if ignore_index is not None else torch.zeros_like(mask, dtype=torch.bool)

@@ -15,6 +15,7 @@ from transformers.pipelines import ZeroShotImageClassificationPipeline
 
 from ..configuration_silc import DEFAULT_PROMPT_TEMPLATES
 from ..modeling_silc_open_vocab_seg import SilcForOpenVocabularySegmentation
+from .finite import ensure_finite
 from .prompts import check_labels_and_templates, warn_if_truncated
 from .segmentation import class_logits, logits_to_result, result_to_pipeline_output, segmentation_inputs
 
@@ -58,7 +59,7 @@ class SilcZeroShotImageClassificationPipeline(ZeroShotImageClassificationPipelin
     def postprocess(self, model_outputs, score_function=None):
         if score_function is None:
             score_function = "sigmoid" if getattr(self.model.config, "loss_type", "softmax") == "sigmoid" else "softmax"
-        logits = model_outputs["logits"][0]  # (num_labels,)
+        logits = ensure_finite(model_outputs["logits"], ["the image"], "scores")[0]  # (num_labels,)
         scores = logits.sigmoid() if score_function == "sigmoid" else logits.softmax(dim=-1)
         ranked = sorted(zip(scores.tolist(), model_outputs["candidate_labels"]), key=lambda pair: -pair[0])
         return [{"score": score, "label": label} for score, label in ranked]

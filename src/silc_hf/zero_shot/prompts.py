@@ -6,6 +6,7 @@ import torch.nn.functional as F
 from transformers.utils import logging
 
 from ..configuration_silc import DEFAULT_PROMPT_TEMPLATES
+from .finite import ensure_finite
 
 logger = logging.get_logger(__name__)
 
@@ -62,5 +63,5 @@ def encode_class_names(model, tokenizer, class_names: list[str], templates=DEFAU
     tokens = tokenize_class_prompts(tokenizer, model.config.text_config, class_names, templates)
     tokens = {key: value.to(model.device) for key, value in tokens.items()}
     embeds = F.normalize(model.get_text_features(**tokens).text_embeds.float(), dim=-1)
-    embeds = embeds.view(len(class_names), len(templates), -1).mean(dim=1)
+    embeds = ensure_finite(embeds.view(len(class_names), len(templates), -1), class_names, "text embeddings").mean(1)
     return F.normalize(embeds, dim=-1)

@@ -22,6 +22,7 @@ from PIL import Image
 
 from ..configuration_silc import DEFAULT_PROMPT_TEMPLATES
 from ..modeling_silc_open_vocab_seg import SilcForOpenVocabularySegmentation
+from .finite import ensure_finite
 from .prompts import encode_class_names, tokenize_class_prompts
 
 BACKGROUND = -1  # label of pixels below the background threshold
@@ -64,8 +65,9 @@ def segment_pixels(
     method: str = "value",
     sliding_window: bool = True,
     stride_fraction: float = 2 / 3,
+    name: str = "the image",
 ) -> torch.Tensor:
-    """Class logits `(C, H, W)` for one image.
+    """Class logits `(C, H, W)` for one image (`name` in the error if they are not finite).
 
     `resized` is the image at the model's input size `(1, 3, S, S)`; `full` the same image normalised at
     its own size `(1, 3, H, W)`. With `sliding_window` and `full` at least S in both sides and larger in one,
@@ -76,7 +78,8 @@ def segment_pixels(
     height, width = full.shape[-2:]
     if not sliding_window or min(height, width) < size or (height, width) == (size, size):
         logits = _patch_scores(model, resized, text_embeds, method, interpolate=False)
-        return F.interpolate(logits, size=(height, width), mode="bilinear", align_corners=False)[0].cpu()
+        logits = F.interpolate(logits, size=(height, width), mode="bilinear", align_corners=False)[0].cpu()
+        return ensure_finite(logits[None], [name], "segmentation scores")[0]
     stride = max(1, int(size * stride_fraction))
     total = torch.zeros(text_embeds.shape[0], height, width)
     count = torch.zeros(1, height, width)
@@ -88,11 +91,13 @@ def segment_pixels(
                 logits, size=(size, size), mode="bilinear", align_corners=False
             )[0].cpu()
             count[:, top : top + size, left : left + size] += 1
-    return total / count
+    return ensure_finite((total / count)[None], [name], "segmentation scores")[0]
 
 
 @torch.no_grad()
-def open_vocabulary_logits(model, tokenizer, resized: torch.Tensor, class_names: list[str], size) -> torch.Tensor:
+def open_vocabulary_logits(
+    model, tokenizer, resized: torch.Tensor, class_names: list[str], size, name: str = "the image"
+) -> torch.Tensor:
     """Class logits `(C, H, W)` of a [`SilcForOpenVocabularySegmentation`] for one image at the model's input
     size `(1, 3, S, S)`, upsampled bilinearly to `size = (H, W)`; the prompts are the model's own templates."""
     tokens = tokenize_class_prompts(
@@ -100,7 +105,8 @@ def open_vocabulary_logits(model, tokenizer, resized: torch.Tensor, class_names:
     )
     tokens = {key: value.to(model.device) for key, value in tokens.items()}
     logits = model(pixel_values=resized.to(model.device, model.dtype), **tokens).logits.float()
-    return F.interpolate(logits, size=tuple(size), mode="bilinear", align_corners=False)[0].cpu()
+    logits = F.interpolate(logits, size=tuple(size), mode="bilinear", align_corners=False).cpu()
+    return ensure_finite(logits, [name], "segmentation scores")[0]
 
 
 def class_logits(
@@ -112,14 +118,15 @@ def class_logits(
     templates=DEFAULT_PROMPT_TEMPLATES,
     method: str = "value",
     sliding_window: bool = True,
+    name: str = "the image",
 ) -> torch.Tensor:
     """Class logits `(C, H, W)` of one image (`segmentation_inputs`) from either kind of model: a trained
     [`SilcForOpenVocabularySegmentation`] with its own decoder and prompts (`templates`, `method` and
     `sliding_window` do not apply), or a `SilcModel` used training-free."""
     if isinstance(model, SilcForOpenVocabularySegmentation):
-        return open_vocabulary_logits(model, tokenizer, resized, class_names, full.shape[-2:])
+        return open_vocabulary_logits(model, tokenizer, resized, class_names, full.shape[-2:], name)
     text_embeds = encode_class_names(model, tokenizer, class_names, templates)
-    return segment_pixels(model, resized, full, text_embeds, method, sliding_window)
+    return segment_pixels(model, resized, full, text_embeds, method, sliding_window, name=name)
 
 
 def logits_to_result(
