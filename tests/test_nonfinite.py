@@ -59,9 +59,14 @@ def all_finite(trainer) -> bool:
     return all(torch.isfinite(t).all() for t in trainer.model.state_dict().values() if t.is_floating_point())
 
 
-@pytest.mark.parametrize("inject", [nan_image_features, infinite_gradient])
-def test_one_bad_step_changes_nothing_and_training_goes_on(caption_folder, tmp_path, inject):
-    trainer = tiny_trainer(caption_folder, tiny_training_args(tmp_path, max_steps=12, learning_rate=2e-3))
+@pytest.mark.parametrize(
+    "inject, precision",
+    [(nan_image_features, {}), (infinite_gradient, {}), (nan_image_features, {"bf16": True})],
+    ids=["nan-features", "inf-gradient", "nan-features-bf16"],
+)
+def test_one_bad_step_changes_nothing_and_training_goes_on(caption_folder, tmp_path, inject, precision):
+    args = tiny_training_args(tmp_path, max_steps=12, learning_rate=2e-3, **precision)
+    trainer = tiny_trainer(caption_folder, args)
     bad = BadSteps(trainer, [4])
     trainer.add_callback(bad)
     inject(trainer, bad)
