@@ -4,12 +4,13 @@ embedded scenes, against the same network at random initialisation.
     python benchmarks/study_dino_only.py [--output_dir outputs/dino-only] [--max_steps 600] [--seed 0]
     python benchmarks/study_dino_only.py --set hue=0.1 saturation=0.2 grayscale_prob=0.2   # DINO's colour ops
 
-Prints (and writes as JSON) the teacher diagnostics at the end of training, 100-shot linear probes of the 5 classes
-and of the 5 background textures on the pooled image features for the trained and the untrained network, and what
+Prints (and writes as JSON) the teacher diagnostics at the end of training, 100-shot linear probes of the main
+thing's class and of the scene's dominant stuff (grass, water, sky, ...) on the pooled image features for the
+trained and the untrained network, and what
 the teacher's argmax prototype over the test images says about them: the number of prototypes used and their
-normalised mutual information with the main object's class and with the background texture, each next to its chance
-level (the same clusters shuffled); and how linearly the features give the mean colour of the objects and of the
-background (ridge R^2), the shortcut that a view-invariance objective can settle on here.
+normalised mutual information with the main thing's class and with the dominant stuff, each next to its chance
+level (the same clusters shuffled); and how linearly the features give the mean colour of the main thing and of the
+stuff (ridge R^2), the shortcut that a view-invariance objective can settle on.
 """
 
 import json
@@ -22,7 +23,7 @@ import numpy as np
 import torch
 
 from silc_hf.data import load_image_text_dataset
-from silc_hf.data.scenes import BACKGROUNDS, export
+from silc_hf.data.scenes import LABELS, THINGS, export
 from silc_hf.demo.recipe import DATA_SIZES, train
 from silc_hf.tools.cli import ArgumentParser, parse_overrides, run_script, write_results
 from silc_hf.tools.plotting import DIAGNOSTICS
@@ -44,12 +45,12 @@ def chance_nmi(a: list, b: list, draws: int = 50) -> float:
 
 
 def mean_colours(split) -> dict[str, torch.Tensor]:
-    """Each image's mean RGB over its object pixels and over its background pixels, `(N, 3)` each."""
+    """Each image's mean RGB over its main thing's pixels and over its stuff pixels, `(N, 3)` each."""
     objects, backgrounds = [], []
-    for image, mask in zip(split["image"], split["mask"]):
+    for image, mask, label in zip(split["image"], split["mask"], split["label"]):
         pixels, labels = np.asarray(image.convert("RGB"), dtype=np.float64), np.asarray(mask)
-        objects.append(pixels[labels > 0].mean(0))
-        backgrounds.append(pixels[labels == 0].mean(0))
+        objects.append(pixels[labels == label + 1].mean(0))  # mask value of thing k is k + 1
+        backgrounds.append(pixels[labels > len(THINGS)].mean(0))
     return {"object": torch.tensor(np.stack(objects)), "background": torch.tensor(np.stack(backgrounds))}
 
 
@@ -88,9 +89,10 @@ def main(argv: list[str] | None = None) -> dict:
     if not os.path.exists(os.path.join(data_dir, "test", "metadata.jsonl")):
         export(data_dir, DATA_SIZES, seed=0, image_size=64)
 
-    def with_background(split):  # the background texture (every caption names it) as a second probe target
-        kinds = [next(i for i, kind in enumerate(BACKGROUNDS) if kind in caption) for caption in split["text"]]
-        return split.add_column("background", kinds)
+    def with_background(split):  # the stuff covering most of the scene, as a second probe target
+        stuff_values = np.arange(len(THINGS) + 1, len(LABELS) + 1)
+        counts = [np.bincount(np.asarray(m).ravel(), minlength=len(LABELS) + 1)[stuff_values] for m in split["mask"]]
+        return split.add_column("background", [int(np.argmax(c)) for c in counts])
 
     train_split = with_background(load_image_text_dataset(os.path.join(data_dir, "train")))
     test = with_background(load_image_text_dataset(os.path.join(data_dir, "test")))

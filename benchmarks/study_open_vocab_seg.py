@@ -7,10 +7,10 @@ next to training-free zero-shot segmentation with the same backbone and the same
 
 Each run is `training/train_open_vocab_seg.py --config training/configs/open_vocab_seg_scenes.json` on one
 backbone; `--set field=value ...` overrides fields of that config for every run (values read as JSON where they
-parse: `--set max_steps=100 'upsampling_sizes=[32, 16]'`). Classes: background + the five
-objects; `--unseen` (default flower, fish) are ignored in training and scored apart. Prints a Markdown table
-(mean ± std over seeds), writes every run's numbers as JSON and a picture of test images (ground truth, zero-shot,
-trained segmenter) for the first SILC seed.
+parse: `--set max_steps=100 'upsampling_sizes=[32, 16]'`). Classes: every thing and stuff of the
+scenes; the unseen ones of `--split` (`silc_hf.data.scenes.OPEN_VOCABULARY_SPLITS`: A, the default, or B) are
+never training candidates and are scored apart. Prints a Markdown table (mean ± std over seeds), writes every run's
+numbers as JSON and a picture of test images (ground truth, zero-shot, trained segmenter) for the first SILC seed.
 """
 
 import json
@@ -21,7 +21,8 @@ import numpy as np
 import torch
 from transformers import TrainingArguments
 
-from silc_hf.tools.cli import ArgumentParser, parse_overrides, read_config_file, run_script, write_results
+from silc_hf.data.scenes import LABELS, OPEN_VOCABULARY_SPLITS, open_vocabulary_split
+from silc_hf.tools.cli import ArgumentParser, parse_overrides, run_script, write_results
 from silc_hf.training.arguments import OpenVocabSegArguments
 from silc_hf.training.open_vocab import train_open_vocab_segmenter
 
@@ -30,7 +31,8 @@ COLUMNS = ("mIoU_seen", "mIoU_unseen", "mIoU")
 
 
 def run(backbone: str, seed: int, args, overrides: dict) -> dict:
-    folder = os.path.join(args.output_dir, f"{backbone}-seed{seed}")
+    folder = os.path.join(args.output_dir, f"{backbone}-split{args.split}-seed{seed}")
+    unseen = open_vocabulary_split(args.split)[1]
     result_file = os.path.join(folder, "open_vocab_seg_results.json")
     if not os.path.exists(result_file):  # resumable: finished runs are read back
         data = os.path.join(args.study_dir, "data")
@@ -40,7 +42,7 @@ def run(backbone: str, seed: int, args, overrides: dict) -> dict:
         run_args = parser.parse([
             "--model", os.path.join(args.study_dir, f"{backbone}-seed{seed}"),
             "--train_data", os.path.join(data, "train"), "--eval_data", os.path.join(data, "test"),
-            "--unseen_classes", *args.unseen, "--output_dir", folder, "--seed", str(seed),
+            "--unseen_classes", *unseen, "--output_dir", folder, "--seed", str(seed),
         ])  # fmt: skip
         train_open_vocab_segmenter(*run_args)
     with open(result_file) as file:
@@ -74,16 +76,14 @@ def gallery(args, backbone: str, seed: int, path: str, count: int = 5) -> None:
     from transformers import AutoModel, AutoProcessor
 
     from silc_hf.data import load_image_text_dataset
-    from silc_hf.demo.recipe import PALETTE
     from silc_hf.tools.plotting import plot_segmentation_gallery
     from silc_hf.zero_shot.segmentation import open_vocabulary_logits, zero_shot_segmentation
 
-    config = read_config_file(CONFIG)
-    names = config["class_names"]
-    segmenter = AutoModel.from_pretrained(os.path.join(args.output_dir, f"{backbone}-seed{seed}")).eval()
+    names = list(LABELS)
+    segmenter = AutoModel.from_pretrained(os.path.join(args.output_dir, f"{backbone}-split{args.split}-seed{seed}"))
+    segmenter.eval()
     processor = AutoProcessor.from_pretrained(os.path.join(args.study_dir, f"{backbone}-seed{seed}"))
     test = load_image_text_dataset(os.path.join(args.study_dir, "data", "test"))
-    colors = np.concatenate([PALETTE, [[255, 255, 255]]]).astype(np.uint8)  # 0 background, 1-5 objects
     size = segmenter.config.silc_config.vision_config.image_size
     rows = []
     for index in range(count):
@@ -95,16 +95,9 @@ def gallery(args, backbone: str, seed: int, path: str, count: int = 5) -> None:
         )["pixel_values"]
         with torch.no_grad():
             trained = open_vocabulary_logits(segmenter, processor.tokenizer, resized, names, truth.shape).argmax(0)
-        rows.append((image, truth, zero_shot.labels.numpy(), trained.numpy()))
-    unseen = ", ".join(args.unseen)
-    plot_segmentation_gallery(
-        rows,
-        names[1:],
-        colors,
-        path,
-        titles=("image", "ground truth", "zero-shot", f"trained ({unseen} unseen)"),
-        background_label="background",
-    )
+        rows.append((image, truth, zero_shot.labels.numpy() + 1, trained.numpy() + 1))  # mask value v: class v - 1
+    titles = ("image", "ground truth", "zero-shot", f"trained (split {args.split})")
+    plot_segmentation_gallery(rows, names, path, titles=titles)
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
@@ -113,7 +106,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--output_dir", default="outputs/open_vocab_study")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--backbones", nargs="+", default=["clip", "silc"])
-    parser.add_argument("--unseen", nargs="+", default=["flower", "fish"])
+    parser.add_argument("--split", default="A", choices=sorted(OPEN_VOCABULARY_SPLITS), help="open-vocabulary split")
     parser.add_argument("--set", nargs="+", default=[], metavar="FIELD=VALUE", help="config fields for every run")
     parser.add_argument("--results", default="benchmarks/results/study_open_vocab_seg.json")
     args = parser.parse(argv)
@@ -123,8 +116,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
         for seed in args.seeds:
             records.append(run(backbone, seed, args, overrides))
             print(f"finished {backbone} seed {seed}", flush=True)
-    write_results(args.results, {"unseen": args.unseen, "overrides": args.set, "runs": records})
-    print(f"\nCaptioned scenes, unseen classes {args.unseen}; test split; numbers in %\n")
+    unseen = open_vocabulary_split(args.split)[1]
+    write_results(args.results, {"split": args.split, "unseen": unseen, "overrides": args.set, "runs": records})
+    print(f"\nCaptioned scenes, split {args.split} (unseen {', '.join(unseen)}); test split; numbers in %\n")
     print(table(records))
     if "silc" in args.backbones:
         figure = os.path.join(args.output_dir, "open_vocab_seg.png")

@@ -1,13 +1,15 @@
 """Study: CLIP-only (distillation off) vs SILC (distillation on), same data, steps and batch, several seeds, on the
-package's captioned scenes. Prints a Markdown table (mean ± std) and writes every run's numbers as JSON.
+package's captioned scenes. Prints a Markdown table (mean ± std), the paired differences against the first run
+(the same seeds, with 95 % t-intervals), and writes every run's numbers as JSON.
 
     python benchmarks/study_silc_vs_clip.py --output_dir outputs/study --seeds 0 1 2 --max_steps 600
     python benchmarks/study_silc_vs_clip.py --variant silc-l0.5 distill_weight=0.5 --variant silc-l8 num_local_crops=8
 
 Each run is `python -m silc_hf.demo`'s recipe (`silc_hf.demo.recipe`); a variant is a name and `field=value`
 overrides of `SilcTrainingArguments` fields (values read as JSON where they parse). Metrics on the test split:
-zero-shot top-1 (5 shape classes, prompt ensemble), image->text and text->image R@1, and zero-shot
-segmentation mIoU on the objects' pixels with the value-path and the plain dense features.
+zero-shot top-1 over the thing classes (prompt ensemble), image->text and text->image R@1 among all test captions,
+zero-shot segmentation mIoU over every thing and stuff class with the value-path and the plain dense features, and a
+linear probe on the frozen last-layer patch tokens (no text; trained on the first 2000 training scenes' masks).
 """
 
 import json
@@ -15,11 +17,17 @@ import os
 import statistics
 
 from silc_hf.data import load_image_text_dataset
-from silc_hf.data.scenes import CLASSES, export
+from silc_hf.data.scenes import LABELS, THINGS, export
 from silc_hf.demo.recipe import DATA_SIZES, TEMPLATES, train
+from silc_hf.tools.benchmark import paired_interval
 from silc_hf.tools.cli import ArgumentParser, parse_overrides, run_script, write_results
 from silc_hf.tools.plotting import DIAGNOSTICS, plot_metric_vs_step
-from silc_hf.zero_shot.evaluation import evaluate_retrieval, evaluate_segmentation, evaluate_zero_shot_classification
+from silc_hf.zero_shot.evaluation import (
+    evaluate_retrieval,
+    evaluate_segmentation,
+    evaluate_segmentation_probe,
+    evaluate_zero_shot_classification,
+)
 
 COLUMNS = {
     "top-1": ("classification", "top1_accuracy"),
@@ -27,7 +35,9 @@ COLUMNS = {
     "T→I R@1": ("retrieval", "text_to_image_R@1"),
     "mIoU (value)": ("segmentation_value", "mIoU"),
     "mIoU (plain)": ("segmentation_plain", "mIoU"),
+    "probe mIoU": ("segmentation_probe", "mIoU"),
 }
+PROBE_SCENES = 2000  # training scenes whose masks train the linear segmentation probe
 
 
 def run(name: str, overrides: dict, seed: int, data_dir: str, output_dir: str, max_steps: int) -> dict:
@@ -41,14 +51,18 @@ def run(name: str, overrides: dict, seed: int, data_dir: str, output_dir: str, m
     model, processor = trainer.pretraining_model.student.eval(), trainer.processing_class
     test = load_image_text_dataset(os.path.join(data_dir, "test"))
     metrics = {
-        "classification": evaluate_zero_shot_classification(model, processor, test, list(CLASSES), templates=TEMPLATES),
+        "classification": evaluate_zero_shot_classification(model, processor, test, list(THINGS), templates=TEMPLATES),
         "retrieval": evaluate_retrieval(model, processor, test),
     }
     for method in ("value", "plain"):
         segmentation = evaluate_segmentation(
-            model, processor, test, list(CLASSES), templates=TEMPLATES, method=method, ignore_index=0, mask_offset=1
+            model, processor, test, list(LABELS), templates=TEMPLATES, method=method, mask_offset=1
         )
-        metrics[f"segmentation_{method}"] = {k: v for k, v in segmentation.items() if k != "per_class_IoU"}
+        metrics[f"segmentation_{method}"] = segmentation
+    probe_train = load_image_text_dataset(os.path.join(data_dir, "train")).select(range(PROBE_SCENES))
+    metrics["segmentation_probe"] = evaluate_segmentation_probe(
+        model, processor, probe_train, test, list(LABELS), mask_offset=1, seed=seed
+    )
     history = trainer.state.log_history
     final = [e for e in history if "contrastive_loss" in e][-1]
     record = {
@@ -83,6 +97,27 @@ def table(records: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def paired(records: list[dict]) -> tuple[str, dict]:
+    """Each run against the first one (the baseline) on the seeds both have: mean paired difference in points with
+    its 95 % t-interval, as a Markdown table and as a dict."""
+    names = list(dict.fromkeys(r["name"] for r in records))
+    by_seed = {name: {r["seed"]: r for r in records if r["name"] == name} for name in names}
+    baseline, lines, intervals = names[0], [], {}
+    lines = [f"| run − {baseline} | seeds | " + " | ".join(COLUMNS) + " |", "|---" * (len(COLUMNS) + 2) + "|"]
+    for name in names[1:]:
+        seeds = sorted(set(by_seed[name]) & set(by_seed[baseline]))
+        if len(seeds) < 2:
+            continue
+        cells, intervals[name] = [], {}
+        for column, (task, metric) in COLUMNS.items():
+            values = [[100 * by_seed[n][s]["metrics"][task][metric] for s in seeds] for n in (name, baseline)]
+            interval = paired_interval(*values)
+            intervals[name][column] = {**interval, "seeds": seeds}
+            cells.append(f"{interval['mean']:+.1f} [{interval['low']:+.1f}, {interval['high']:+.1f}]")
+        lines.append(f"| {name} | {len(seeds)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines), intervals
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
     parser = ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--output_dir", default="outputs/study")
@@ -110,10 +145,15 @@ def main(argv: list[str] | None = None) -> list[dict]:
             print(f"finished {name} seed {seed}", flush=True)
     write_results(args.results or os.path.join(args.output_dir, "study.json"), records)
     print(
-        f"\nCaptioned scenes, {args.max_steps} steps x batch {64}, test split ({DATA_SIZES['test']} images); "
+        f"\nCaptioned scenes, {args.max_steps} steps x batch 64, test split ({DATA_SIZES['test']} images); "
         "numbers in %\n"
     )
     print(table(records))
+    differences, intervals = paired(records)
+    if intervals:
+        print("\nPaired differences in points, mean [95 % t-interval]:\n")
+        print(differences)
+        write_results(os.path.join(args.output_dir, "paired.json"), intervals)
     runs = {}
     for record in records:
         runs.setdefault(record["name"], []).append(record["log_history"])

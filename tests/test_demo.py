@@ -6,6 +6,7 @@ from pathlib import Path
 from PIL import Image
 from transformers import AutoModel, AutoProcessor, pipeline
 
+from silc_hf.data.scenes import LABELS, THINGS
 from silc_hf.demo import main as demo_main
 
 from conftest import load_script
@@ -38,7 +39,7 @@ def test_demo_writes_loadable_outputs(tmp_path):
     assert metrics["results"] == results["results"]
     assert [entry["step"] for entry in metrics["evaluation_during_training"]] == [2, 4, 4]  # every 2 steps + final
     assert set(metrics["final_diagnostics"]) >= {"teacher_entropy_fraction", "teacher_batch_entropy_fraction"}
-    assert sorted(r["label"] for r in metrics["quick_start"]) == sorted(["car", "fish", "flower", "house", "tree"])
+    assert sorted(r["label"] for r in metrics["quick_start"]) == sorted(THINGS)
     for name in ("training_curve.png", "segmentation.png"):
         with Image.open(tmp_path / name) as image:
             assert image.width > 100 and image.height > 100
@@ -73,9 +74,9 @@ def test_demo_writes_loadable_outputs(tmp_path):
             "--probe_data",
             str(data / "train"),
             "--class_names",
-            "tree,house,car,flower,fish",
-            "--ignore_index",
-            "0",
+            ",".join(THINGS),
+            "--segmentation_class_names",
+            ",".join(LABELS),
             "--mask_offset",
             "1",
         ]
@@ -88,7 +89,11 @@ def test_the_bundled_example_is_the_scene_the_demo_checks():
 
     from silc_hf.demo.main import example_scene
 
-    bundled = Image.open(Path(__file__).parents[1] / "examples" / "red_car_and_flower.png")
+    bundled = Image.open(Path(__file__).parents[1] / "examples" / "red_car_on_grass.png")
     scene = example_scene()
     assert np.array_equal(np.asarray(bundled.convert("RGB")), np.asarray(scene.image))
-    assert [(o["class"], o["color"]) for o in scene.objects] == [("car", "red"), ("flower", "white")]
+    assert [(t["class"], t["color"], t["main"]) for t in scene.things] == [
+        ("cup", "white", False),
+        ("car", "red", True),
+    ]
+    assert scene.caption == "there is a red car and a small cup on the grass against the sky"

@@ -92,3 +92,15 @@ def test_results_entry_keeps_numbers_only():
         "metrics": {"mIoU": 0.5},
         "split": "test",
     }
+
+
+def test_paired_interval_by_hand():
+    from silc_hf.tools.benchmark import paired_interval
+
+    # differences 1, 2, 3: mean 2, sample std 1, t(0.975, 2 dof) = 4.303 (a t table) -> half-width 4.303 / sqrt(3)
+    interval = paired_interval([11.0, 12.0, 13.0], [10.0, 10.0, 10.0])
+    assert interval["differences"] == [1.0, 2.0, 3.0] and interval["mean"] == 2.0
+    assert interval["high"] - 2.0 == pytest.approx(4.303 / 3**0.5, abs=1e-3)
+    assert interval["low"] == pytest.approx(4.0 - interval["high"])
+    with pytest.raises(ValueError, match="needs 2 to"):
+        paired_interval([1.0], [0.0])

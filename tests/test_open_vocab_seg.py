@@ -18,7 +18,9 @@ from silc_hf import (
     SilcOpenVocabularySegmentationConfig,
     SilcProcessor,
 )
-from silc_hf.training.open_vocab import SegmentationMetrics, SilcSegmentationCollator
+from silc_hf.data.scenes import LABELS, OPEN_VOCABULARY_SPLITS, generate, open_vocabulary_split
+from silc_hf.training.arguments import OpenVocabSegArguments
+from silc_hf.training.open_vocab import SegmentationMetrics, SilcSegmentationCollator, segmentation_collators
 from silc_hf.zero_shot.prompts import tokenize_class_prompts
 
 from conftest import clip_tokenizer, load_script, run_in_fresh_python, tiny_silc_config
@@ -187,6 +189,29 @@ def test_collator_maps_mask_ids_to_the_class_set_and_ignores_the_rest():
     assert batch["input_ids"].shape[0] == 2 * len(TEMPLATES)
     with pytest.raises(ValueError, match=r"has a mask of size \(16, 16\)"):
         collator([{"image": Image.new("RGB", (32, 32)), "mask": Image.new("L", (16, 16))}])
+
+
+@pytest.mark.parametrize("split", sorted(OPEN_VOCABULARY_SPLITS))
+def test_unseen_scene_classes_are_never_training_candidates(split):
+    seen, unseen = open_vocabulary_split(split)
+    args = OpenVocabSegArguments(
+        model="towers", train_data="scenes", class_names=list(LABELS), mask_offset=1, unseen_classes=unseen
+    )
+    model = tiny_segmenter()
+    train, evaluation = segmentation_collators(args, tiny_processor(), model.config)
+    assert train.class_names == seen and not set(unseen) & set(train.class_names)
+    assert evaluation.class_names == list(LABELS)
+    blank = {"image": Image.new("RGB", (32, 32)), "mask": Image.new("L", (32, 32), 1)}
+    assert train([blank])["input_ids"].shape[0] == len(seen) * len(model.config.prompt_templates)
+    # a scene's pixels of unseen classes are ignored in training, and every other pixel names a seen class
+    train.train = False  # the whole image, so that pixels can be compared with the scene's mask
+    for scene in generate("train", 20, image_size=32):
+        example = {"image": scene.image, "mask": Image.fromarray(scene.mask)}
+        labels = train([example])["labels"][0]
+        names = np.asarray(LABELS)[scene.mask - 1]
+        hidden = torch.from_numpy(np.isin(names, unseen))
+        assert (labels[hidden] == model.config.ignore_index).all()
+        assert [seen[k] for k in labels[~hidden].tolist()] == names[~hidden.numpy()].tolist()
 
 
 def test_training_views_crop_image_and_mask_together():

@@ -31,6 +31,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--tasks", nargs="+", choices=list(TASKS), default=["classification", "retrieval"])
     parser.add_argument("--class_names", help="comma-separated class names, in label order")
     parser.add_argument(
+        "--segmentation_class_names",
+        help="comma-separated class names of the mask values (after --mask_offset), when they name more than the "
+        "labels (default: --class_names)",
+    )
+    parser.add_argument(
         "--templates",
         nargs="+",
         help="prompt templates with {} (default: the model's config.zero_shot_templates, recorded by the run that "
@@ -73,6 +78,9 @@ def main(argv: list[str] | None = None) -> dict:
             probe_dataset=probe,
             shots=args.shots,
             batch_size=args.batch_size,
+            segmentation_class_names=args.segmentation_class_names.split(",")
+            if args.segmentation_class_names
+            else None,
         )
     results["model"] = args.model
     for entry in results["results"]:

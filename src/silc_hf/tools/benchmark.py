@@ -1,5 +1,5 @@
-"""What the benchmark scripts in `benchmarks/` share: one timing helper, the FLOP model of a training step, random
-inputs for the pretraining step, and photo-like JPEGs.
+"""What the benchmark and study scripts in `benchmarks/` share: one timing helper, the FLOP model of a training step,
+random inputs for the pretraining step, photo-like JPEGs, and paired intervals over seeds.
 
 The FLOP model counts what the hardware does, for MFU and for predicted speed ratios: forward = 2 x block
 parameters x tokens + 4 x layers x tokens^2 x width (the attention products), backward = 2 x forward.
@@ -9,6 +9,7 @@ non-embedding parameters x tokens, without the attention products.
 
 import io
 import itertools
+import math
 import statistics
 import time
 from collections.abc import Callable
@@ -136,3 +137,20 @@ def photo_like_jpeg(width: int, height: int, seed: int = 0) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(buffer, format="JPEG", quality=90)
     return buffer.getvalue()
+
+
+# Two-sided 95 % quantiles of Student's t with n - 1 degrees of freedom (n = 2..30), for paired intervals over seeds.
+T_975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
+         2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045)  # fmt: skip
+
+
+def paired_interval(treatment: list[float], baseline: list[float]) -> dict:
+    """Mean of the paired differences `treatment[i] - baseline[i]` (the same seed i) with its 95 % t-interval; the
+    differences themselves are returned too. Needs 2 to 30 pairs."""
+    differences = [t - b for t, b in zip(treatment, baseline, strict=True)]
+    n = len(differences)
+    if not 2 <= n <= len(T_975) + 1:
+        raise ValueError(f"paired_interval needs 2 to {len(T_975) + 1} pairs, got {n}.")
+    mean = statistics.fmean(differences)
+    half = T_975[n - 2] * statistics.stdev(differences) / math.sqrt(n)
+    return {"mean": mean, "low": mean - half, "high": mean + half, "differences": differences}

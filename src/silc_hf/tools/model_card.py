@@ -17,7 +17,13 @@ import os
 from huggingface_hub import EvalResult, ModelCardData
 
 from ..configuration_silc import SilcConfig
-from ..zero_shot.metrics import CLASSIFICATION_TASK, LINEAR_PROBE_TASK, RETRIEVAL_TASK, SEGMENTATION_TASK
+from ..zero_shot.metrics import (
+    CLASSIFICATION_TASK,
+    LINEAR_PROBE_TASK,
+    RETRIEVAL_TASK,
+    SEGMENTATION_PROBE_TASK,
+    SEGMENTATION_TASK,
+)
 from .cli import ArgumentParser, run_script
 
 CITATION = """@inproceedings{naeem2024silc,
@@ -32,6 +38,7 @@ TASK_NAMES = {
     RETRIEVAL_TASK: "Image-text retrieval",
     SEGMENTATION_TASK: "Zero-shot semantic segmentation",
     LINEAR_PROBE_TASK: "Few-shot linear probe",
+    SEGMENTATION_PROBE_TASK: "Linear-probe segmentation (frozen patch features)",
 }
 
 

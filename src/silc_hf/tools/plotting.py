@@ -97,21 +97,35 @@ def plot_metric_vs_step(runs: dict[str, list[list[dict]]], metric: str, path: st
     plt.close(figure)
 
 
+def label_colors(count: int) -> np.ndarray:
+    """`(count, 3)` uint8 colours for mask values 0..count-1: dark grey for 0 (no class), then matplotlib's
+    qualitative tab20, tab20b and tab20c maps (60 colours, repeated beyond)."""
+    plt = _pyplot()
+    table = np.concatenate([plt.get_cmap(name).colors for name in ("tab20", "tab20b", "tab20c")])
+    colors = [(0.25, 0.25, 0.25)] + [table[k % len(table)] for k in range(count - 1)]
+    return (np.asarray(colors)[:, :3] * 255).round().astype(np.uint8)
+
+
 def plot_segmentation_gallery(
     rows: list[tuple],
     class_names: list[str],
-    colors: np.ndarray,
     path: str,
     titles=("image", "ground truth", "zero-shot"),
-    background_label: str = "background (not scored)",
+    colors: np.ndarray | None = None,
+    captions: list[str] | None = None,
 ) -> None:
-    """`rows` of (image, ground-truth mask, predicted masks...), one column per entry of `titles`; masks hold 0 for
-    background and k for class k-1, `colors[k]` is the RGB colour of mask value k. The legend names every colour."""
+    """`rows` of (image, ground-truth mask, predicted masks...), one column per entry of `titles`; masks hold k for
+    `class_names[k - 1]` and 0 for no class. Each row has a legend of the classes its masks show, so that the
+    picture stays legible with many class names. `colors[k]` (default `label_colors`) is the RGB of mask value k;
+    `captions[row]`, if given, is written under the row's image."""
+    import textwrap
+
     plt = _pyplot()
     from matplotlib.patches import Patch
 
-    columns = len(titles)
-    figure, axes = plt.subplots(len(rows), columns, figsize=(2.2 * columns, 2.2 * len(rows) + 0.6), squeeze=False)
+    colors = label_colors(len(class_names) + 1) if colors is None else colors
+    columns = len(titles) + 1  # the last column holds the row's legend
+    figure, axes = plt.subplots(len(rows), columns, figsize=(2.2 * columns, 2.2 * len(rows)), squeeze=False)
     for row, (image, *masks) in enumerate(rows):
         panels = [np.asarray(image)] + [colors[mask] for mask in masks]
         for column, (panel, title) in enumerate(zip(panels, titles)):
@@ -121,9 +135,12 @@ def plot_segmentation_gallery(
             axis.set_yticks([])
             if row == 0:
                 axis.set_title(title, fontsize=9)
-    legend = [Patch(color=colors[0] / 255, label=background_label)]
-    legend += [Patch(color=colors[k + 1] / 255, label=name) for k, name in enumerate(class_names)]
-    figure.legend(handles=legend, loc="lower center", ncol=3, fontsize=9, frameon=False)
-    figure.tight_layout(rect=(0, 0.12 if len(rows) < 4 else 0.07, 1, 1))
+        if captions is not None:
+            axes[row][0].set_xlabel(textwrap.fill(captions[row], 30), fontsize=7)
+        shown = sorted(set(np.unique(np.concatenate([np.ravel(mask) for mask in masks]))) - {0})
+        legend = [Patch(color=colors[k] / 255, label=class_names[k - 1]) for k in shown]
+        axes[row][-1].axis("off")
+        axes[row][-1].legend(handles=legend, loc="center left", fontsize=8, frameon=False, ncol=1 + len(legend) // 8)
+    figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)

@@ -69,6 +69,13 @@ class SilcDataArguments:
             "names; without names only retrieval runs)"
         },
     )
+    zero_shot_segmentation_class_names: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "class names of the masks' values for the segmentation evaluator, when they name more than the "
+            "labels (e.g. stuff besides things; default: zero_shot_class_names)"
+        },
+    )
     zero_shot_templates: list[str] | None = field(
         default=None,
         metadata={"help": "prompt templates with '{}' for the class name (default: 'a photo of a {}.', ...)"},

@@ -187,6 +187,18 @@ DECODER_FIELDS = (
 )
 
 
+def segmentation_collators(args: OpenVocabSegArguments, processor, config, seed: int = 0):
+    """(training collator, evaluation collator): training offers the seen classes only (`args.unseen_classes` are
+    never candidates, and their pixels are ignored), evaluation every class of `args.class_names`."""
+    names, unseen, mask_ids = list(args.class_names), set(args.unseen_classes), args.class_mask_ids()
+    seen = [name for name in names if name not in unseen]
+    columns = dict(image_column=args.image_column, mask_column=args.mask_column)
+    train = SilcSegmentationCollator(
+        processor, config, seen, [mask_ids[n] for n in seen], train=True, min_scale=args.min_scale, seed=seed, **columns
+    )
+    return train, SilcSegmentationCollator(processor, config, names, list(mask_ids.values()), **columns)
+
+
 def train_open_vocab_segmenter(args: OpenVocabSegArguments, training_args: TrainingArguments) -> dict:
     """`training/train_open_vocab_seg.py`: a new decoder on the towers of `args.model`, trained on the seen classes,
     evaluated on all of them next to the same towers used training-free. Writes the segmenter and its processor,
@@ -199,13 +211,8 @@ def train_open_vocab_segmenter(args: OpenVocabSegArguments, training_args: Train
     train = load_image_text_dataset(args.train_data)
     evaluation = load_image_text_dataset(args.eval_data) if args.eval_data else None
     names, unseen, mask_ids = list(args.class_names), list(args.unseen_classes), args.class_mask_ids()
-    seen = [name for name in names if name not in unseen]
     columns = dict(image_column=args.image_column, mask_column=args.mask_column)
-    train_collator = SilcSegmentationCollator(
-        processor, model.config, seen, [mask_ids[n] for n in seen],
-        train=True, min_scale=args.min_scale, seed=training_args.seed, **columns,
-    )  # fmt: skip
-    eval_collator = SilcSegmentationCollator(processor, model.config, names, list(mask_ids.values()), **columns)
+    train_collator, eval_collator = segmentation_collators(args, processor, model.config, training_args.seed)
     results = {"model": args.model, "class_names": names, "unseen_classes": unseen}
     if evaluation is not None:  # the baseline: the same towers, training-free, on the same classes and pixels
         zero_shot = evaluate_segmentation(

@@ -157,6 +157,7 @@ def build_trainer(
         evaluator = ZeroShotEvaluator(
             eval_raw,
             class_names=data_args.zero_shot_class_names,
+            segmentation_class_names=data_args.zero_shot_segmentation_class_names,
             templates=data_args.zero_shot_templates or DEFAULT_PROMPT_TEMPLATES,
             image_column=data_args.image_column,
             text_column=data_args.text_column,

@@ -22,6 +22,7 @@ from .metrics import (
     LINEAR_PROBE_TASK,
     RETRIEVAL_TASK,
     SEGMENTATION_MIOU,
+    SEGMENTATION_PROBE_TASK,
     SEGMENTATION_TASK,
     TEXT_TO_IMAGE_R1,
     ZERO_SHOT_TOP1,
@@ -195,11 +196,80 @@ def evaluate_linear_probe(
     return {f"{shots}_shot_accuracy": accuracy}
 
 
+@torch.no_grad()
+def patch_tokens(model, processor, dataset, image_column: str = "image", batch_size: int = 64) -> torch.Tensor:
+    """The image tower's final-normed last-layer patch tokens of every row, `(N, hidden, grid_h, grid_w)`."""
+    tower, outputs = model.vision_model, []
+    for _, batch in _batches(dataset, batch_size, "patch tokens"):
+        pixels = processor.image_processor(
+            images=[im.convert("RGB") for im in batch[image_column]], return_tensors="pt"
+        )
+        pixels = pixels["pixel_values"].to(model.device)
+        tokens = tower(pixel_values=pixels).last_hidden_state[:, tower.embeddings.num_prefix_tokens :].float()
+        grid = [side // tower.config.patch_size for side in pixels.shape[-2:]]
+        outputs.append(tokens.unflatten(1, grid).permute(0, 3, 1, 2).cpu())
+    return torch.cat(outputs)
+
+
+def _class_targets(dataset, mask_column: str, num_classes: int, mask_offset: int, ignore_index: int | None):
+    """Masks as class indices `(N, H, W)`, -1 where ignored or outside the classes."""
+    masks = torch.stack([torch.from_numpy(np.asarray(m).astype(np.int64)) for m in dataset[mask_column]])
+    targets = masks - mask_offset
+    invalid = (targets < 0) | (targets >= num_classes)
+    if ignore_index is not None:
+        invalid |= masks == ignore_index
+    return torch.where(invalid, -1, targets)
+
+
+def evaluate_segmentation_probe(
+    model,
+    processor,
+    train_dataset,
+    test_dataset,
+    class_names: list[str],
+    image_column="image",
+    mask_column="mask",
+    mask_offset: int = 0,
+    ignore_index: int | None = None,
+    steps: int = 500,
+    learning_rate: float = 1e-2,
+    seed: int = 0,
+    batch_size: int = 64,
+) -> dict:
+    """How well the frozen patch features segment without any text (DINOv2's linear protocol at this scale): one
+    linear layer on each final-normed last-layer patch token, its logits upsampled bilinearly to the mask, trained
+    with per-pixel cross-entropy on `train_dataset`'s masks (AdamW, `steps` mini-batches); mIoU on `test_dataset`."""
+    train_x, test_x = (
+        patch_tokens(model, processor, d, image_column, batch_size) for d in (train_dataset, test_dataset)
+    )
+    train_y = _class_targets(train_dataset, mask_column, len(class_names), mask_offset, ignore_index)
+    test_y = _class_targets(test_dataset, mask_column, len(class_names), mask_offset, ignore_index)
+    mean, std = train_x.mean(dim=(0, 2, 3), keepdim=True), train_x.std(dim=(0, 2, 3), keepdim=True) + 1e-6
+    generator = torch.Generator().manual_seed(seed)
+    with torch.enable_grad():
+        torch.manual_seed(seed)
+        linear = torch.nn.Conv2d(train_x.shape[1], len(class_names), kernel_size=1)
+        optimizer = torch.optim.AdamW(linear.parameters(), lr=learning_rate, weight_decay=1e-4)
+        for _ in range(steps):
+            index = torch.randint(0, len(train_x), (batch_size,), generator=generator)
+            logits = F.interpolate(linear((train_x[index] - mean) / std), size=train_y.shape[-2:], mode="bilinear")
+            loss = F.cross_entropy(logits, train_y[index], ignore_index=-1)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+    confusion = torch.zeros(len(class_names), len(class_names) + 1, dtype=torch.long)
+    for features, target in zip(test_x.split(batch_size), test_y.split(batch_size)):
+        logits = F.interpolate(linear((features - mean) / std), size=target.shape[-2:], mode="bilinear")
+        confusion += confusion_matrix(logits.argmax(dim=1), target, len(class_names))
+    return segmentation_metrics(confusion)
+
+
 TASKS = {
     "classification": CLASSIFICATION_TASK,
     "retrieval": RETRIEVAL_TASK,
     "segmentation": SEGMENTATION_TASK,
     "linear_probe": LINEAR_PROBE_TASK,
+    "segmentation_probe": SEGMENTATION_PROBE_TASK,
 }
 
 
@@ -228,17 +298,21 @@ def evaluate(
     probe_dataset=None,
     shots: int = 10,
     batch_size: int = 64,
+    segmentation_class_names: list[str] | None = None,
 ) -> dict:
     """Run the chosen `tasks` on `dataset` and return `{"results": [results_entry, ...]}` (the model-card format).
 
-    `class_names` default to the label column's `ClassLabel` names; the linear probe trains on
-    `probe_dataset` (e.g. the train split) and tests on `dataset`.
+    `class_names` default to the label column's `ClassLabel` names; segmentation uses `segmentation_class_names`
+    when the masks name more classes than the labels (e.g. stuff besides things), else `class_names`; the linear
+    probe trains on `probe_dataset` (e.g. the train split) and tests on `dataset`.
     """
     unknown = set(tasks) - set(TASKS)
     if unknown:
         raise ValueError(f"Unknown tasks {sorted(unknown)}; choose from {list(TASKS)}.")
     class_names = class_names or class_names_of(dataset, label_column)
-    if class_names is None and {"classification", "segmentation"} & set(tasks):
+    segmentation_class_names = segmentation_class_names or class_names
+    segmenting = {"segmentation", "segmentation_probe"} & set(tasks)
+    if class_names is None and "classification" in tasks or segmentation_class_names is None and segmenting:
         raise ValueError(f"Pass class_names: the column {label_column!r} is not a ClassLabel with names.")
     model.eval()
     results = []
@@ -254,7 +328,7 @@ def evaluate(
                 model,
                 processor,
                 dataset,
-                class_names,
+                segmentation_class_names,
                 image_column,
                 mask_column,
                 templates,
@@ -262,11 +336,24 @@ def evaluate(
                 ignore_index,
                 mask_offset,
             )
-        else:
-            if probe_dataset is None:
-                raise ValueError("The linear probe needs probe_dataset (the images it trains on).")
+        elif probe_dataset is None:
+            raise ValueError(f"The {task} task needs probe_dataset (the images it trains on).")
+        elif task == "linear_probe":
             metrics = evaluate_linear_probe(
                 model, processor, probe_dataset, dataset, shots, image_column, label_column, batch_size=batch_size
+            )
+        else:
+            metrics = evaluate_segmentation_probe(
+                model,
+                processor,
+                probe_dataset,
+                dataset,
+                segmentation_class_names,
+                image_column,
+                mask_column,
+                mask_offset,
+                ignore_index,
+                batch_size=batch_size,
             )
         results.append(results_entry(TASKS[task], dataset_name, metrics, split=split))
     return {"results": results}
@@ -280,11 +367,13 @@ class ZeroShotEvaluator:
     Runs every task the dataset supports, or `tasks`: zero-shot classification (a label column and class names)
     -> `zero_shot_top1`; retrieval (a text column) -> `image_to_text_R@1`, `text_to_image_R@1`; zero-shot
     segmentation (a mask column and class names) -> `segmentation_mIoU`. Class names default to the label
-    column's `ClassLabel` names. Each number is the one the matching `evaluate_*` function returns.
+    column's `ClassLabel` names; segmentation's to them too (`segmentation_class_names` when the masks name more
+    classes than the labels). Each number is the one the matching `evaluate_*` function returns.
     """
 
     dataset: Any
     class_names: list[str] | None = None
+    segmentation_class_names: list[str] | None = None
     templates: Sequence[str] = DEFAULT_PROMPT_TEMPLATES
     tasks: Sequence[str] | None = None
     image_column: str = "image"
@@ -299,10 +388,11 @@ class ZeroShotEvaluator:
     def __post_init__(self):
         columns = set(self.dataset.column_names)
         self.class_names = self.class_names or class_names_of(self.dataset, self.label_column)
+        self.segmentation_class_names = self.segmentation_class_names or self.class_names
         supported = {
             "classification": self.label_column in columns and self.class_names is not None,
             "retrieval": self.text_column in columns,
-            "segmentation": self.mask_column in columns and self.class_names is not None,
+            "segmentation": self.mask_column in columns and self.segmentation_class_names is not None,
         }
         if self.tasks is None:
             self.tasks = [task for task, ok in supported.items() if ok]
@@ -346,7 +436,7 @@ class ZeroShotEvaluator:
                 model,
                 processor,
                 self.dataset,
-                self.class_names,
+                self.segmentation_class_names,
                 self.image_column,
                 self.mask_column,
                 self.templates,

@@ -15,6 +15,7 @@ CLASSIFICATION_TASK = "zero-shot-image-classification"
 RETRIEVAL_TASK = "image-text-retrieval"
 SEGMENTATION_TASK = "zero-shot-image-segmentation"
 LINEAR_PROBE_TASK = "few-shot-linear-probe"
+SEGMENTATION_PROBE_TASK = "linear-probe-segmentation"
 
 # What `ZeroShotEvaluator` reports during training (as `eval_<name>`), read by the run report, plots and the demo.
 ZERO_SHOT_TOP1 = "zero_shot_top1"
@@ -84,9 +85,17 @@ def linear_probe_accuracy(
     test_labels: torch.Tensor,
     weight_decay: float = 1e-3,
     steps: int = 100,
+    normalize: str = "l2",
 ) -> float:
-    """Multinomial logistic regression (L-BFGS, L2 penalty) on L2-normalised features; test top-1 accuracy."""
-    train, test = F.normalize(train_features.double(), dim=-1), F.normalize(test_features.double(), dim=-1)
+    """Multinomial logistic regression (L-BFGS, L2 penalty) on features normalised by `normalize`: `"l2"` (each
+    feature vector to unit length, for embeddings) or `"standardize"` (each dimension to zero mean and unit variance
+    over the training set, for raw measurements such as colours); test top-1 accuracy."""
+    train, test = train_features.double(), test_features.double()
+    if normalize == "l2":
+        train, test = F.normalize(train, dim=-1), F.normalize(test, dim=-1)
+    else:
+        mean, std = train.mean(0), train.std(0) + 1e-8
+        train, test = (train - mean) / std, (test - mean) / std
     num_classes = int(max(train_labels.max(), test_labels.max())) + 1
     weight = torch.zeros(train.shape[1], num_classes, dtype=torch.float64, requires_grad=True)
     bias = torch.zeros(num_classes, dtype=torch.float64, requires_grad=True)
