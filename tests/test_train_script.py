@@ -11,7 +11,7 @@ from transformers import AutoModel, AutoProcessor, pipeline
 
 from silc_hf.data import BadSampleError
 
-from conftest import load_script, shape_image, write_caption_folder
+from conftest import COLORS, SHAPES, load_script, shape_image, write_caption_folder
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -253,3 +253,66 @@ def test_help_is_short_leads_with_config_and_documents_every_silc_argument(capsy
                 line = next(line for line in text.splitlines() if line.startswith(f"  --{item.name} "))
                 assert line.split("): ", 1)[1].strip(), f"--{item.name} has no help text"
     assert "synthetic:SPLIT:N" in text
+
+
+def _write_img2dataset_shards(folder, shards: int = 2, per_shard: int = 8, caption_in_txt: bool = True) -> list[str]:
+    """Shards as img2dataset writes them: `{key}.jpg`, `{key}.txt` and `{key}.json` in each tar (the caption also in
+    the json's "caption"), and `{shard}.parquet` and `{shard}_stats.json` beside them. Returns the captions."""
+    import io
+    import tarfile
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder.mkdir()
+    captions = []
+    for shard in range(shards):
+        rows = []
+        with tarfile.open(folder / f"{shard:05d}.tar", "w") as tar:
+            for index in range(per_shard):
+                key = f"{shard:05d}{index:04d}"
+                color, shape = list(COLORS)[index % len(COLORS)], SHAPES[shard % len(SHAPES)]
+                caption = f"a {color} {shape}"
+                captions.append(caption)
+                jpeg = io.BytesIO()
+                shape_image(color, shape, seed=shard * 100 + index).save(jpeg, format="JPEG")
+                meta = {"url": f"https://example.com/{key}.jpg", "key": key, "status": "success", "caption": caption}
+                members = {"jpg": jpeg.getvalue(), "json": json.dumps(meta).encode()}
+                if caption_in_txt:
+                    members["txt"] = caption.encode()
+                for suffix, data in members.items():
+                    info = tarfile.TarInfo(f"{key}.{suffix}")
+                    info.size = len(data)
+                    tar.addfile(info, io.BytesIO(data))
+                rows.append(meta)
+        pq.write_table(pa.Table.from_pylist(rows), folder / f"{shard:05d}.parquet")
+        (folder / f"{shard:05d}_stats.json").write_text(json.dumps({"count": per_shard, "successes": per_shard}))
+    return captions
+
+
+@pytest.mark.parametrize("caption_in_txt", [True, False], ids=["txt", "json-caption"])
+def test_img2dataset_shards_train_without_column_flags_and_evaluate_on_an_imagefolder(tmp_path, caption_in_txt):
+    captions = _write_img2dataset_shards(tmp_path / "shards", caption_in_txt=caption_in_txt)
+    write_caption_folder(tmp_path / "eval", n=8, seed=3)  # another layout: image + text columns
+    trainer = _run(
+        tmp_path / "shards/{00000..00001}.tar",
+        tmp_path / "run",
+        *("--eval_data", str(tmp_path / "eval"), "--max_steps", "2", "--logging_steps", "1", "--save_steps", "1000"),
+        *("--per_device_train_batch_size", "8"),
+    )
+    logs = [entry for entry in trainer.state.log_history if "contrastive_loss" in entry]
+    assert len(logs) == 2 and logs[-1]["skipped_samples"] == 0  # every sample had its image and its caption
+    vocabulary = AutoProcessor.from_pretrained(tmp_path / "run").tokenizer.get_vocab()  # trained on the captions
+    assert all(f"{word}</w>" in vocabulary for caption in captions for word in caption.split())
+    results = json.loads((tmp_path / "run" / "eval_results.json").read_text())
+    assert 0 <= results["eval_image_to_text_R@1"] <= 1  # the imagefolder's own columns were found
+
+
+def test_data_without_an_image_caption_pair_fails_at_once_naming_its_columns_and_the_flags(tmp_path):
+    write_caption_folder(tmp_path / "data", n=4)
+    metadata = tmp_path / "data" / "metadata.jsonl"
+    metadata.write_text(metadata.read_text().replace('"text"', '"description"'))
+    with pytest.raises(ValueError, match=r"No caption column in the dataset's columns \['image', 'description'\]"):
+        _run(tmp_path / "data", tmp_path / "run")
+    with pytest.raises(ValueError, match=r"pass --eval_image_column / --eval_text_column"):
+        _run(tmp_path / "data", tmp_path / "run", "--text_column", "description", "--eval_data", str(tmp_path / "data"))

@@ -17,6 +17,7 @@ from transformers import AutoModel, AutoProcessor
 import silc_hf  # noqa: F401  (registers "silc" with the Auto classes)
 from silc_hf.configuration_silc import DEFAULT_PROMPT_TEMPLATES
 from silc_hf.data import load_image_text_dataset
+from silc_hf.data.loading import IMAGE_COLUMNS, TEXT_COLUMNS
 from silc_hf.tools.cli import ArgumentParser, run_script, write_results
 from silc_hf.zero_shot.evaluation import TASKS, evaluate
 
@@ -41,8 +42,8 @@ def main(argv: list[str] | None = None) -> dict:
         help="prompt templates with {} (default: the model's config.zero_shot_templates, recorded by the run that "
         "trained it, else 'a photo of a {}.', ...)",
     )
-    parser.add_argument("--image_column", default="image")
-    parser.add_argument("--text_column", default="text")
+    parser.add_argument("--image_column", help="default: the first of image, jpg, jpeg, png, webp the data has")
+    parser.add_argument("--text_column", help="default: the first of text, caption, txt, json the data has")
     parser.add_argument("--label_column", default="label")
     parser.add_argument("--mask_column", default="mask")
     parser.add_argument("--ignore_index", type=int, help="mask value to ignore (e.g. 0 for background, 255 for void)")
@@ -58,6 +59,9 @@ def main(argv: list[str] | None = None) -> dict:
     processor = AutoProcessor.from_pretrained(args.model)
     dataset = load_image_text_dataset(args.data)
     probe = load_image_text_dataset(args.probe_data) if args.probe_data else None
+    columns = dataset.column_names
+    image_column = args.image_column or next((c for c in IMAGE_COLUMNS if c in columns), "image")
+    text_column = args.text_column or next((c for c in TEXT_COLUMNS if c in columns), "text")
     with torch.no_grad():
         results = evaluate(
             model,
@@ -67,8 +71,8 @@ def main(argv: list[str] | None = None) -> dict:
             args.class_names.split(",") if args.class_names else None,
             dataset_name=args.data,
             split=args.split,
-            image_column=args.image_column,
-            text_column=args.text_column,
+            image_column=image_column,
+            text_column=text_column,
             label_column=args.label_column,
             mask_column=args.mask_column,
             templates=tuple(args.templates or model.config.zero_shot_templates or DEFAULT_PROMPT_TEMPLATES),

@@ -14,6 +14,46 @@ class BadSampleError(ValueError):
     """A sample that cannot be trained on; the message names the sample and the reason."""
 
 
+# Column names tried in order when none is given: the usual `datasets` names, then webdataset's file extensions as
+# img2dataset and open_clip write them (open_clip reads images from "jpg;png;jpeg;webp" and captions from "txt").
+IMAGE_COLUMNS = ("image", "jpg", "jpeg", "png", "webp")
+TEXT_COLUMNS = ("text", "caption", "txt", "json")  # "json": img2dataset's metadata, whose "caption" field is read
+
+
+def find_image_text_columns(
+    columns,
+    image_column: str | None = None,
+    text_column: str | None = None,
+    flags: str = "--image_column / --text_column",
+) -> tuple[str, str]:
+    """The (image, caption) column names of a dataset with `columns`: the given ones, else the first present of
+    `IMAGE_COLUMNS` and `TEXT_COLUMNS`. Raises one line listing the columns and `flags` to pass when there is none."""
+    columns = list(columns or [])
+
+    def find(given: str | None, candidates: tuple[str, ...]) -> str | None:
+        if given:
+            return given if given in columns else None
+        return next((name for name in candidates if name in columns), None)
+
+    image, text = find(image_column, IMAGE_COLUMNS), find(text_column, TEXT_COLUMNS)
+    if image is None or text is None:
+        lacking = " and no ".join(kind for kind, name in (("image", image), ("caption", text)) if name is None)
+        asked = ", ".join(f"{name!r}" for name in (image_column, text_column) if name)
+        looked_for = f"asked for {asked}" if asked else f"tried {list(IMAGE_COLUMNS)} and {list(TEXT_COLUMNS)}"
+        raise ValueError(f"No {lacking} column in the dataset's columns {columns} ({looked_for}); pass {flags}.")
+    return image, text
+
+
+def caption_text(value):
+    """A caption column's value as a string: str as is, bytes decoded as UTF-8, a metadata dict (webdataset `json`,
+    as img2dataset writes it) by its "caption" (else "text") field; anything else is returned unchanged."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    if isinstance(value, dict):
+        return value.get("caption", value.get("text"))
+    return value
+
+
 def expand_braces(pattern: str) -> list[str]:
     """'shards/{00000..00002}.tar' -> ['shards/00000.tar', 'shards/00001.tar', 'shards/00002.tar'] (zeros kept)."""
     match = re.search(r"\{(\d+)\.\.(\d+)\}", pattern)

@@ -53,8 +53,16 @@ class SilcDataArguments:
         },
     )
     eval_data: str | None = field(default=None, metadata={"help": "same forms as train_data"})
-    image_column: str = field(default="image", metadata={"help": "column with the images (webdataset: e.g. 'jpg')"})
-    text_column: str = field(default="text", metadata={"help": "column with the captions (webdataset: e.g. 'txt')"})
+    image_column: str | None = field(
+        default=None,
+        metadata={"help": "train_data's image column (default: the first of image, jpg, jpeg, png, webp it has)"},
+    )
+    text_column: str | None = field(
+        default=None,
+        metadata={"help": "train_data's caption column (default: the first of text, caption, txt, json it has)"},
+    )
+    eval_image_column: str | None = field(default=None, metadata={"help": "eval_data's image column (same default)"})
+    eval_text_column: str | None = field(default=None, metadata={"help": "eval_data's caption column (same default)"})
     streaming: bool = field(default=False, metadata={"help": "stream the data (requires max_steps)"})
     strict: bool = field(default=False, metadata={"help": "raise on the first bad sample instead of skipping it"})
     max_caption_chars: int = field(default=1000, metadata={"help": "longer captions are bad samples"})

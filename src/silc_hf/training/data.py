@@ -21,7 +21,7 @@ from datasets.distributed import split_dataset_by_node
 from PIL import Image, UnidentifiedImageError
 from transformers.utils import logging
 
-from ..data.loading import BadSampleError, to_rgb
+from ..data.loading import BadSampleError, caption_text, to_rgb
 from .augmentation import MultiCropTransform
 
 logger = logging.get_logger(__name__)
@@ -47,11 +47,9 @@ class SamplePreparer:
     max_image_pixels: int = 89_478_485
 
     def caption(self, example: dict) -> str:
-        caption = example.get(self.text_column)
+        caption = caption_text(example.get(self.text_column))
         if caption is None:
             raise BadSampleError(f"missing caption (no '{self.text_column}' value)")
-        if isinstance(caption, bytes):
-            caption = caption.decode("utf-8", errors="replace")
         if not isinstance(caption, str):
             raise BadSampleError(f"caption is a {type(caption).__name__}, not a string")
         caption = caption.strip()

@@ -11,6 +11,7 @@ from transformers.utils import logging
 from ..configuration_silc import DEFAULT_PROMPT_TEMPLATES, SilcConfig
 from ..convert import from_hf_clip, from_hf_siglip, silc_processor_from
 from ..data import load_image_text_dataset
+from ..data.loading import caption_text, find_image_text_columns
 from ..image_processing_silc import SilcImageProcessor
 from ..modeling_silc import SilcModel
 from ..processing_silc import SilcProcessor
@@ -36,13 +37,21 @@ from .trainer import SilcTrainer
 logger = logging.get_logger(__name__)
 
 
+def column_names(dataset) -> list[str]:
+    """A dataset's columns; a streaming one whose features are not declared is asked for its first example."""
+    if dataset.column_names is not None:
+        return dataset.column_names
+    return list(next(iter(dataset)).keys())
+
+
 def read_captions(dataset, column: str, limit: int) -> list[str]:
     """Up to `limit` non-empty string captions, in dataset order (to train a tokenizer on)."""
     captions = []
     rows = dataset.select_columns([column]) if hasattr(dataset, "select_columns") else dataset
     for example in rows:
-        if isinstance(example.get(column), str) and example[column].strip():
-            captions.append(example[column])
+        caption = caption_text(example.get(column))
+        if isinstance(caption, str) and caption.strip():
+            captions.append(caption)
         if len(captions) >= limit:
             break
     return captions
@@ -107,16 +116,12 @@ def build_model_and_processor(model_args: SilcModelArguments, captions_source, t
     return model, processor
 
 
-def build_dataset(raw, data_args: SilcDataArguments, args: SilcTrainingArguments, image_size: int):
-    missing = [c for c in (data_args.image_column, data_args.text_column) if c not in (raw.column_names or [])]
-    if missing:
-        raise ValueError(
-            f"Columns {missing} are not in the dataset (it has {raw.column_names}); set --image_column / --text_column."
-        )
+def build_dataset(raw, columns: tuple[str, str], data_args: SilcDataArguments, args: SilcTrainingArguments, image_size):
+    """`raw` as multi-crop samples; `columns`: its (image, caption) column names."""
     preparer = SamplePreparer(
         MultiCropTransform(args, image_size),
-        image_column=data_args.image_column,
-        text_column=data_args.text_column,
+        image_column=columns[0],
+        text_column=columns[1],
         max_caption_chars=data_args.max_caption_chars,
         min_image_size=data_args.min_image_size or args.local_crop_size,
         max_image_pixels=data_args.max_image_pixels,
@@ -138,6 +143,16 @@ def build_trainer(
     if data_args.streaming and args.max_steps <= 0:
         raise ValueError("--streaming datasets have no length; set --max_steps.")
     train_raw = load_image_text_dataset(data_args.train_data, streaming=data_args.streaming)
+    train_columns = find_image_text_columns(column_names(train_raw), data_args.image_column, data_args.text_column)
+    eval_raw = eval_columns = None
+    if data_args.eval_data:  # its own columns: it may be in another layout than the training data
+        eval_raw = load_image_text_dataset(data_args.eval_data, split="train", streaming=False)
+        eval_columns = find_image_text_columns(
+            eval_raw.column_names,
+            data_args.eval_image_column,
+            data_args.eval_text_column,
+            flags="--eval_image_column / --eval_text_column",
+        )
     # rerunning the same command after a preemption resumes from the newest complete checkpoint
     checkpoint = args.resume_from_checkpoint = resolve_resume_checkpoint(
         args.resume_from_checkpoint, args.output_dir, args.overwrite_output_dir
@@ -145,22 +160,21 @@ def build_trainer(
     if checkpoint and os.path.isdir(checkpoint) and not model_args.init_from:
         model_args.tokenizer, model_args.train_tokenizer = checkpoint, False  # the tokenizer the run was trained with
     set_seed(args.seed)  # before any weight is initialised: every rank (and every rerun) builds the same model
-    model, processor = build_model_and_processor(model_args, train_raw, data_args.text_column)
+    model, processor = build_model_and_processor(model_args, train_raw, train_columns[1])
     if data_args.zero_shot_templates:  # saved with the model: evaluate_silc.py uses them by default
         model.config.zero_shot_templates = list(data_args.zero_shot_templates)
     image_size = model.config.vision_config.image_size
-    train_dataset = build_dataset(train_raw, data_args, args, image_size)
+    train_dataset = build_dataset(train_raw, train_columns, data_args, args, image_size)
     eval_dataset, evaluator = None, None
-    if data_args.eval_data:
-        eval_raw = load_image_text_dataset(data_args.eval_data, split="train", streaming=False)
-        eval_dataset = build_dataset(eval_raw, data_args, args, image_size)
+    if eval_raw is not None:
+        eval_dataset = build_dataset(eval_raw, eval_columns, data_args, args, image_size)
         evaluator = ZeroShotEvaluator(
             eval_raw,
             class_names=data_args.zero_shot_class_names,
             segmentation_class_names=data_args.zero_shot_segmentation_class_names,
             templates=data_args.zero_shot_templates or DEFAULT_PROMPT_TEMPLATES,
-            image_column=data_args.image_column,
-            text_column=data_args.text_column,
+            image_column=eval_columns[0],
+            text_column=eval_columns[1],
             label_column=data_args.label_column,
             mask_column=data_args.mask_column,
             ignore_index=data_args.mask_ignore_index,

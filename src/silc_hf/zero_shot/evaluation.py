@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..configuration_silc import DEFAULT_PROMPT_TEMPLATES
+from ..data.loading import caption_text
 from .finite import ensure_finite
 from .metrics import (
     CLASSIFICATION_TASK,
@@ -116,12 +117,13 @@ def evaluate_retrieval(
     batch_size: int = 64,
     images: torch.Tensor | None = None,
 ) -> dict[str, float]:
-    """Image->text and text->image recall@1/5/10; a row's caption may be a string or a list of strings
-    (`images`: the dataset's `image_embeddings`, if already computed)."""
+    """Image->text and text->image recall@1/5/10; a row's caption may be a string, a list of strings or a
+    webdataset metadata dict with a "caption" (`images`: the dataset's `image_embeddings`, if already computed)."""
     if images is None:
         images = image_embeddings(model, processor, dataset, image_column, batch_size)
     captions, owner = [], []
     for row, value in enumerate(dataset[text_column]):
+        value = caption_text(value)
         for caption in [value] if isinstance(value, str) else value:
             captions.append(caption)
             owner.append(row)
