@@ -157,7 +157,7 @@ def test_dataset_skips_and_counts_bad_samples_and_strict_mode_names_them(tmp_pat
         [strict[i] for i in range(len(strict))]
 
 
-def _write_shards(folder, n_shards=2, per_shard=5):
+def _write_shards(folder, n_shards=2, per_shard=5, caption=lambda key, i: f"a red circle {i}"):
     folder.mkdir()
     for shard in range(n_shards):
         with tarfile.open(folder / f"{shard:05d}.tar", "w") as tar:
@@ -165,7 +165,7 @@ def _write_shards(folder, n_shards=2, per_shard=5):
                 key = f"{shard:05d}_{i:03d}"
                 for suffix, data in (
                     ("jpg", _png(shape_image("red", "circle", i), "JPEG")),
-                    ("txt", f"a red circle {i}".encode()),
+                    ("txt", caption(key, i).encode()),
                 ):
                     info = tarfile.TarInfo(f"{key}.{suffix}")
                     info.size = len(data)
@@ -194,6 +194,19 @@ def test_streaming_splits_by_rank(tmp_path):
     assert sorted(per_rank[0] + per_rank[1]) == sorted(f"a red circle {i}" for i in range(2) for _ in range(4))
     keys = [[s for s in StreamingMultiCropDataset(raw, preparer, rank=r, world_size=2)] for r in range(2)]
     assert not torch.equal(keys[0][0]["global_views"], keys[1][0]["global_views"])
+
+
+def test_two_ranks_of_two_workers_see_every_streamed_sample_exactly_once(tmp_path):
+    # 8 shards: 2 ranks x 2 workers x 2 shards each (datasets gives each worker whole shards)
+    _write_shards(tmp_path / "shards", n_shards=8, per_shard=3, caption=lambda key, i: key)
+    raw = load_image_text_dataset(str(tmp_path / "shards"), streaming=True)
+    preparer, seen = _preparer(image_column="jpg", text_column="txt"), []
+    for rank in range(2):
+        dataset = StreamingMultiCropDataset(raw, preparer, rank=rank, world_size=2)
+        loader = torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=2)
+        seen += [sample["caption"] for sample in loader]  # the caption is the sample's __key__
+    everything = [f"{shard:05d}_{i:03d}" for shard in range(8) for i in range(3)]
+    assert sorted(seen) == everything  # each key once: none repeated across ranks or workers, none missing
 
 
 def test_brace_expansion_keeps_zero_padding():

@@ -137,6 +137,15 @@ def test_exports_load_with_datasets(tmp_path, fmt):
     assert len(load_image_text_dataset("synthetic:test:7")) == 7
 
 
+def test_the_generator_writes_shards_of_the_given_size(tmp_path):
+    from silc_hf.data.scenes import main
+
+    main(["--output_dir", str(tmp_path), "--format", "webdataset", "--train", "5", "--shard_size", "2", "--test", "1"])
+    shards = sorted((tmp_path / "train").glob("*.tar"))
+    assert [shard.name for shard in shards] == ["00000.tar", "00001.tar", "00002.tar"]  # 2 + 2 + 1 scenes
+    assert len(load_image_text_dataset(str(tmp_path / "train"))) == 5
+
+
 def test_shipped_scene_configs_name_the_scenes_classes():
     configs = Path(__file__).parent.parent / "training" / "configs"
     finetune = json.loads((configs / "finetune_scenes.json").read_text())

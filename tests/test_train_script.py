@@ -316,3 +316,38 @@ def test_data_without_an_image_caption_pair_fails_at_once_naming_its_columns_and
         _run(tmp_path / "data", tmp_path / "run")
     with pytest.raises(ValueError, match=r"pass --eval_image_column / --eval_text_column"):
         _run(tmp_path / "data", tmp_path / "run", "--text_column", "description", "--eval_data", str(tmp_path / "data"))
+
+
+@pytest.fixture
+def http_server():
+    """A loopback HTTP server over a folder, started and stopped by the test; yields (folder, base URL)."""
+    import functools
+    import http.server
+    import tempfile
+    import threading
+
+    folder = Path(tempfile.mkdtemp())
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
+    handler.log_message = lambda *args: None  # quiet
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield folder, f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+    server.server_close()
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_shards_served_over_http_stream_and_train(tmp_path, http_server):
+    folder, url = http_server
+    captions = _write_img2dataset_shards(folder / "shards")
+    trainer = _run(
+        f"{url}/shards/{{00000..00001}}.tar",
+        tmp_path / "run",
+        *("--streaming", "true", "--max_steps", "3", "--logging_steps", "1", "--save_steps", "1000"),
+        *("--per_device_train_batch_size", "4", "--eval_data", "", "--eval_strategy", "no"),
+    )
+    logs = [entry for entry in trainer.state.log_history if "contrastive_loss" in entry]
+    assert len(logs) == 3 and logs[-1]["skipped_samples"] == 0
+    vocabulary = AutoProcessor.from_pretrained(tmp_path / "run").tokenizer.get_vocab()  # trained on the served captions
+    assert all(f"{word}</w>" in vocabulary for caption in captions for word in caption.split())

@@ -70,8 +70,9 @@ def expand_braces(pattern: str) -> list[str]:
 
 def load_image_text_dataset(data: str, split: str = "train", streaming: bool = False):
     """Load a directory (`imagefolder`, a folder of `.tar` shards or of `.parquet` files), shard patterns
-    (webdataset), a Hub id, or `synthetic[:SPLIT[:N]]`: N generated captioned scenes (`silc_hf.data.scenes`,
-    default train:2000)."""
+    (webdataset, local or any fsspec URL: `https://host/{00000..00099}.tar`, `s3://bucket/shards/{0000..0999}.tar`,
+    `hf://datasets/owner/name/train/{0000..0009}.tar`), a Hub id, or `synthetic[:SPLIT[:N]]`: N generated captioned
+    scenes (`silc_hf.data.scenes`, default train:2000)."""
     import datasets
 
     if data == "synthetic" or data.startswith("synthetic:"):
@@ -90,6 +91,9 @@ def load_image_text_dataset(data: str, split: str = "train", streaming: bool = F
         if parquet:  # a Hub dataset's parquet files, downloaded (or `Dataset.to_parquet`)
             return datasets.load_dataset("parquet", data_files={split: parquet}, split=split, streaming=streaming)
         return datasets.load_dataset("imagefolder", data_dir=data, split=split, streaming=streaming)
+    if "://" in data and (".tar" in data or "{" in data):  # remote shards: https://, s3://, gs://, hf://
+        shards = expand_braces(data)  # nothing to check before the first request (credentials: the environment)
+        return datasets.load_dataset("webdataset", data_files={split: shards}, split=split, streaming=streaming)
     if data.endswith(".tar") or "{" in data or "*" in data:
         shards = sorted(f for pattern in expand_braces(data) for f in (glob.glob(pattern) or [pattern]))
         missing = [f for f in shards if not os.path.exists(f)]

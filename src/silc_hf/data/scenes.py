@@ -574,6 +574,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--test", type=int, default=200, help="scenes in the test split")
     parser.add_argument("--image_size", type=int, default=64, help="image side in pixels")
     parser.add_argument("--seed", type=int, default=0, help="base seed (splits use disjoint seeds)")
+    parser.add_argument(
+        "--shard_size",
+        type=int,
+        default=1000,
+        help="scenes per webdataset shard (streaming wants at least ranks x workers shards)",
+    )
     args = parser.parse(argv)
     if args.preview:
         preview(args.preview, seed=args.seed, image_size=args.image_size)
@@ -583,7 +589,9 @@ def main(argv: list[str] | None = None) -> None:
             return
         parser.error("--output_dir is required (or --preview alone to draw a few scenes)")
     sizes = {"train": args.train, "validation": args.validation, "test": args.test}
-    export(args.output_dir, sizes, args.seed, args.image_size, args.format)
+    if args.shard_size < 1:
+        parser.error(f"--shard_size {args.shard_size} must be at least 1")
+    export(args.output_dir, sizes, args.seed, args.image_size, args.format, args.shard_size)
     print(f"Wrote {sizes} captioned scenes ({args.format}) to {args.output_dir}")
 
 
