@@ -255,9 +255,12 @@ def test_help_is_short_leads_with_config_and_documents_every_silc_argument(capsy
     assert "synthetic:SPLIT:N" in text
 
 
-def _write_img2dataset_shards(folder, shards: int = 2, per_shard: int = 8, caption_in_txt: bool = True) -> list[str]:
+def _write_img2dataset_shards(
+    folder, shards: int = 2, per_shard: int = 8, caption_in_txt: bool = True, caption_of=None
+) -> list[str]:
     """Shards as img2dataset writes them: `{key}.jpg`, `{key}.txt` and `{key}.json` in each tar (the caption also in
-    the json's "caption"), and `{shard}.parquet` and `{shard}_stats.json` beside them. Returns the captions."""
+    the json's "caption"), and `{shard}.parquet` and `{shard}_stats.json` beside them. Returns the captions
+    (`caption_of(key)`, default "a {colour} {shape}")."""
     import io
     import tarfile
 
@@ -272,7 +275,7 @@ def _write_img2dataset_shards(folder, shards: int = 2, per_shard: int = 8, capti
             for index in range(per_shard):
                 key = f"{shard:05d}{index:04d}"
                 color, shape = list(COLORS)[index % len(COLORS)], SHAPES[shard % len(SHAPES)]
-                caption = f"a {color} {shape}"
+                caption = caption_of(key) if caption_of else f"a {color} {shape}"
                 captions.append(caption)
                 jpeg = io.BytesIO()
                 shape_image(color, shape, seed=shard * 100 + index).save(jpeg, format="JPEG")
@@ -351,3 +354,35 @@ def test_shards_served_over_http_stream_and_train(tmp_path, http_server):
     assert len(logs) == 3 and logs[-1]["skipped_samples"] == 0
     vocabulary = AutoProcessor.from_pretrained(tmp_path / "run").tokenizer.get_vocab()  # trained on the served captions
     assert all(f"{word}</w>" in vocabulary for caption in captions for word in caption.split())
+
+
+def test_a_resumed_streaming_run_trains_on_the_samples_of_a_straight_run_none_repeated_or_skipped(
+    tmp_path, monkeypatch
+):
+    from silc_hf.training.trainer import SilcTrainer
+
+    words = ["zero", "one", "two", "three", "four", "five", "six", "seven"]
+    caption_of = lambda key: f"shard {words[int(key[4])]} {words[int(key[-1])]}"  # noqa: E731  (unique per key)
+    _write_img2dataset_shards(tmp_path / "shards", caption_of=caption_of)
+    trained = []  # the captions of every batch a step trains on, as token ids
+    compute_loss = SilcTrainer.compute_loss
+
+    def recording(self, model, inputs, *args, **kwargs):
+        ids, mask = inputs["input_ids"], inputs["attention_mask"]
+        trained.append([tuple(row[m.bool()].tolist()) for row, m in zip(ids, mask)])
+        return compute_loss(self, model, inputs, *args, **kwargs)
+
+    monkeypatch.setattr(SilcTrainer, "compute_loss", recording)
+    flags = ("--streaming", "true", "--max_steps", "6", "--save_steps", "3", "--per_device_train_batch_size", "2")
+    flags += ("--eval_data", "", "--eval_strategy", "no", "--dataloader_num_workers", "0")
+    _run(tmp_path / "shards", tmp_path / "straight", *flags)
+    straight, trained[:] = list(trained), []
+    _run(tmp_path / "shards", tmp_path / "run", *flags)
+    first = list(trained)
+    shutil.rmtree(tmp_path / "run" / "checkpoint-6")  # preempted after step 3's checkpoint
+    trained[:] = []
+    _run(tmp_path / "shards", tmp_path / "run", *flags)  # the same command resumes from checkpoint-3
+    resumed = first[:3] + trained
+    assert len(straight) == len(resumed) == 6 and resumed == straight
+    samples = [sample for batch in straight for sample in batch]
+    assert len(set(samples)) == len(samples) == 12  # 12 of the 16 samples, each once
