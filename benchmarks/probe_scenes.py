@@ -55,7 +55,9 @@ def flipped(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     return torch.where(flip.view(-1, 1, 1, 1), images.flip(-1), images)
 
 
-def train_contrastive(train_x, captions, test_x, test_y, steps: int, batch_size: int, learning_rate: float, seed: int):
+def train_contrastive(
+    train_x, captions, test_x, test_y, steps: int, batch_size: int, learning_rate: float, seed: int, logit_scale=None
+):
     """The demo's two towers on (image, caption) pairs with the image-text loss (gradient norm clipped at 1, as the
     Trainer does); the test predictions ("a {}" over the things) and the curve of loss and test top-1."""
     tokenizer = train_clip_tokenizer(captions[:5000], 1024, DEMO_MODEL["text_config"]["max_position_embeddings"])
@@ -63,6 +65,8 @@ def train_contrastive(train_x, captions, test_x, test_y, steps: int, batch_size:
     config["text_config"].update(
         vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id
     )
+    if logit_scale is not None:
+        config["logit_scale_init_value"] = logit_scale
     torch.manual_seed(seed)
     model = SilcModel(SilcConfig(**config))
     text = tokenizer(captions, padding="max_length", truncation=True, return_tensors="pt")
@@ -146,6 +150,9 @@ def main(argv: list[str] | None = None) -> dict:
         default="scenes",
         help="contrastive: the scenes' captions, or only the main thing's name",
     )
+    parser.add_argument(
+        "--logit_scale_init", type=float, help="contrastive: initial log logit scale (default: the demo model's)"
+    )
     parser.add_argument("--results", help="write the results as JSON")
     args = parser.parse(argv)
     start = time.time()
@@ -159,7 +166,7 @@ def main(argv: list[str] | None = None) -> dict:
     else:
         if args.captions == "main":
             captions = [f"a {THINGS[label]}" for label in train_y.tolist()]
-        predictions, curve = train_contrastive(train_x, captions, test_x, test_y, *budget)
+        predictions, curve = train_contrastive(train_x, captions, test_x, test_y, *budget, args.logit_scale_init)
     correct = (predictions == test_y).float()
     top1 = correct.mean().item()
     per_class = {name: correct[test_y == k].mean().item() for k, name in enumerate(THINGS) if (test_y == k).any()}
@@ -171,6 +178,7 @@ def main(argv: list[str] | None = None) -> dict:
         "batch_size": args.batch_size,
         "objective": args.objective,
         "captions": args.captions if args.objective == "contrastive" else None,
+        "logit_scale_init": args.logit_scale_init,
         "top1": top1,
         "top1_per_class": per_class,
         "colour_only_top1": colour,

@@ -12,8 +12,8 @@ from ..zero_shot.evaluation import evaluate
 # The small model and recipe of the demo (and of benchmarks/study_silc_vs_clip.py).
 DEMO_MODEL = {
     "loss_type": "softmax",
-    # exp(3.4) = 30 (CLIP starts at 1/0.07 = 14.3 and learns it up to 100 over ~100k steps; 600 steps cannot):
-    # with 14.3 the towers left their symmetric start late (top-1 27 % after 600 steps), with 30 early (56 %)
+    # exp(3.4) = 30: CLIP starts at 1/0.07 = 14.3 and learns it up to 100 over ~100k steps, which 600 steps cannot;
+    # measured effect so far mixed (docs/demo.md)
     "logit_scale_init_value": 3.4,
     "vision_config": {
         "hidden_size": 96,
