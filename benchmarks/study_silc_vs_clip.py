@@ -102,7 +102,7 @@ def paired(records: list[dict]) -> tuple[str, dict]:
     its 95 % t-interval, as a Markdown table and as a dict."""
     names = list(dict.fromkeys(r["name"] for r in records))
     by_seed = {name: {r["seed"]: r for r in records if r["name"] == name} for name in names}
-    baseline, lines, intervals = names[0], [], {}
+    baseline, intervals = names[0], {}
     lines = [f"| run − {baseline} | seeds | " + " | ".join(COLUMNS) + " |", "|---" * (len(COLUMNS) + 2) + "|"]
     for name in names[1:]:
         seeds = sorted(set(by_seed[name]) & set(by_seed[baseline]))
