@@ -149,12 +149,14 @@ def poison(module, inputs, losses):
 trainer.pretraining_model.register_forward_hook(poison)
 trainer.train()
 student = trainer.model.module.student if hasattr(trainer.model, "module") else trainer.model.student
-print(json.dumps({
+report = {
     "rank": rank,
     "unchanged": max_difference(bad.before, bad.after) == 0,
     "nonfinite_steps": int(trainer.pretraining_model.nonfinite_steps),
     "weights": sum(p.double().sum().item() for p in student.parameters()),
-}))
+}
+with open(f"{output}/report-{rank}.json", "w") as file:  # a file per rank: their stdout lines can interleave
+    json.dump(report, file)
 torch.distributed.destroy_process_group()
 """
 
@@ -171,8 +173,8 @@ def test_two_ranks_skip_together_when_only_one_sees_a_nan(tmp_path):
     # (ranks that decided apart would deadlock in the centre's all-reduce: the timeout turns that into a failure)
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=180)
     assert result.returncode == 0, result.stderr[-4000:]
-    lines = [line for line in result.stdout.splitlines() if line.startswith('{"rank"')]
-    reports = sorted((json.loads(line) for line in lines), key=lambda report: report["rank"])
+    files = sorted((tmp_path / "out").glob("report-*.json"))
+    reports = sorted((json.loads(file.read_text()) for file in files), key=lambda report: report["rank"])
     assert [r["rank"] for r in reports] == [0, 1]
     assert all(r["unchanged"] and r["nonfinite_steps"] == 1 for r in reports), reports
     assert reports[0]["weights"] == reports[1]["weights"]  # still in step with each other
