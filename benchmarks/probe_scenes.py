@@ -8,7 +8,9 @@ that must stay near chance, since the things' colours are drawn independently of
 A weaker signal (captions, self-distillation) cannot be expected to learn what this supervised probe does not.
 `--objective contrastive` measures the captions' signal alone, in the same bare loop: the demo's image and text
 towers (a tokenizer trained on the captions) with the image-text loss, no augmentation but flips, no distillation,
-zero-shot top-1 ("a {}") every 100 steps; `--captions main` replaces every caption by the main thing's name.
+zero-shot top-1 ("a {}") every 100 steps, with the instrument that tells a collapsed start from a slow one (the mean
+cosine between the batch's image embeddings and between its text embeddings: near 1 means the tower has collapsed to
+one embedding); `--captions main` replaces every caption by the main thing's name.
 
     python benchmarks/probe_scenes.py --objective contrastive [--captions scenes|main] [--steps 2000]
 """
@@ -55,6 +57,14 @@ def flipped(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     return torch.where(flip.view(-1, 1, 1, 1), images.flip(-1), images)
 
 
+def mean_cosine(embeddings: torch.Tensor) -> float:
+    """Mean cosine similarity between the batch's distinct rows: 1.0 when a tower has collapsed to one embedding
+    (every logit equal, loss ln(batch), no gradient to align anything)."""
+    unit = F.normalize(embeddings.float(), dim=-1)
+    similarity = unit @ unit.T
+    return similarity[~torch.eye(len(unit), dtype=torch.bool)].mean().item()
+
+
 def train_contrastive(
     train_x, captions, test_x, test_y, steps: int, batch_size: int, learning_rate: float, seed: int, logit_scale=None
 ):
@@ -96,14 +106,19 @@ def train_contrastive(
         )
         loss = contrastive_loss(logits, model.config.loss_type)
         loss.backward()
+        spread = {"image_cosine": mean_cosine(images.detach()), "text_cosine": mean_cosine(texts.detach())}
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         schedule.step()
         optimizer.zero_grad(set_to_none=True)
         if (step + 1) % 100 == 0 or step + 1 == steps:
             top1 = (predict() == test_y).float().mean().item()
-            curve.append({"step": step + 1, "loss": loss.item(), "test_top1": top1})
-            print(f"  step {step + 1}: loss {loss.item():.3f}, zero-shot test top-1 {100 * top1:.1f} %", flush=True)
+            curve.append({"step": step + 1, "loss": loss.item(), "test_top1": top1, **spread})
+            print(
+                f"  step {step + 1}: loss {loss.item():.3f}, zero-shot test top-1 {100 * top1:.1f} %, mean cosine "
+                f"between the batch's images {spread['image_cosine']:.3f}, texts {spread['text_cosine']:.3f}",
+                flush=True,
+            )
     return predict(), curve
 
 
