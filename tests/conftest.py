@@ -211,7 +211,8 @@ def tiny_trainer(folder, args, seed=0, loss_type="softmax"):
     )
     model = SilcModel(config)
     processor = SilcProcessor(SilcImageProcessor(size={"height": 32, "width": 32}), tokenizer, fixed_text_length=16)
-    preparer = SamplePreparer(MultiCropTransform(args, 32), min_image_size=16)
+    patch_size = config.vision_config.patch_size if args.patch_distill_weight > 0 else None  # masks for the patch loss
+    preparer = SamplePreparer(MultiCropTransform(args, 32, patch_size), min_image_size=16)
     dataset = MultiCropDataset(load_image_text_dataset(str(folder)), preparer, seed=0)
     return SilcTrainer(
         model=model,

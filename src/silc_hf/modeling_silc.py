@@ -312,7 +312,13 @@ class SilcVisionEmbeddings(nn.Module):
             self.position_embedding.weight, self.num_prefix_tokens, height, width
         ).unsqueeze(0)
 
-    def forward(self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False) -> torch.Tensor:
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        interpolate_pos_encoding: bool = False,
+        bool_masked_pos: torch.Tensor | None = None,
+        mask_token: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         _, _, height, width = pixel_values.shape
         size = self.config.image_size
         if not interpolate_pos_encoding and (height, width) != (size, size):
@@ -329,6 +335,13 @@ class SilcVisionEmbeddings(nn.Module):
         patches = self.patch_embedding(pixel_values.to(weight_dtype))  # (batch, hidden, grid_h, grid_w)
         grid_h, grid_w = patches.shape[-2:]
         embeddings = patches.flatten(2).transpose(1, 2)  # (batch, grid_h * grid_w, hidden)
+        if bool_masked_pos is not None:  # iBOT / DINOv2: the mask token replaces the patch, before the positions
+            if mask_token is None or bool_masked_pos.shape != embeddings.shape[:2]:
+                raise ValueError(
+                    f"bool_masked_pos of shape {tuple(bool_masked_pos.shape)} needs a mask_token and the shape "
+                    f"(batch, patches) = {tuple(embeddings.shape[:2])}."
+                )
+            embeddings = torch.where(bool_masked_pos.unsqueeze(-1), mask_token.to(embeddings.dtype), embeddings)
         if self.num_prefix_tokens:
             cls = self.class_embedding.to(embeddings.dtype).expand(embeddings.shape[0], 1, -1)
             embeddings = torch.cat([cls, embeddings], dim=1)
@@ -429,9 +442,15 @@ class SilcVisionModel(SilcPreTrainedModel):
     def get_input_embeddings(self) -> nn.Module:
         return self.embeddings.patch_embedding
 
-    def embed(self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False) -> torch.Tensor:
+    def embed(
+        self,
+        pixel_values: torch.Tensor,
+        interpolate_pos_encoding: bool = False,
+        bool_masked_pos: torch.Tensor | None = None,
+        mask_token: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Token embeddings fed to the first block: `(batch, prefix + num_patches, hidden)`."""
-        hidden_states = self.embeddings(pixel_values, interpolate_pos_encoding=interpolate_pos_encoding)
+        hidden_states = self.embeddings(pixel_values, interpolate_pos_encoding, bool_masked_pos, mask_token)
         return hidden_states if self.pre_layernorm is None else self.pre_layernorm(hidden_states)
 
     def pool(self, last_hidden_state: torch.Tensor) -> torch.Tensor:
@@ -445,15 +464,24 @@ class SilcVisionModel(SilcPreTrainedModel):
     @merge_with_config_defaults
     @capture_outputs(tie_last_hidden_states=False)
     def forward(
-        self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False, **kwargs
+        self,
+        pixel_values: torch.Tensor,
+        interpolate_pos_encoding: bool = False,
+        bool_masked_pos: torch.Tensor | None = None,
+        mask_token: torch.Tensor | None = None,
+        **kwargs,
     ) -> SilcVisionModelOutput:
         r"""
         pixel_values (`torch.FloatTensor` of shape `(batch_size, num_channels, height, width)`):
             Images as produced by [`SilcImageProcessor`].
         interpolate_pos_encoding (`bool`):
             Resize the position embeddings to the input's patch grid, for inputs of another size.
+        bool_masked_pos (`torch.BoolTensor` of shape `(batch_size, num_patches)`):
+            Patches replaced by `mask_token` before the position embeddings are added (masked image modelling, as
+            HF ViT's and DINOv2's argument of that name). The mask token (`(hidden_size,)`) is passed in rather than
+            held: it belongs to the pretraining task (`SilcPretrainingModel`), and a saved model has none.
         """
-        hidden_states = self.embed(pixel_values, interpolate_pos_encoding)
+        hidden_states = self.embed(pixel_values, interpolate_pos_encoding, bool_masked_pos, mask_token)
         encoded = self.encoder(inputs_embeds=hidden_states, **kwargs).last_hidden_state
         last_hidden_state = self.post_layernorm(encoded)
         pooled = self.pool(last_hidden_state)

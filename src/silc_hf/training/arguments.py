@@ -12,15 +12,11 @@ from dataclasses import dataclass, field, fields
 from transformers import TrainingArguments
 
 from ..modeling_silc_open_vocab_seg import TRAINABLE_BACKBONE
-from .losses import CENTERINGS
+from .losses import CENTERINGS, PATCH_HEADS, PATCH_LOSS_TOKENS, TEACHER_TOWERS
+from .losses import check_choice as _choice
 
 MOMENTUM_SCHEDULES = ("constant", "cosine")
 GLOBAL_VIEW_AUGMENTATIONS = ("dino", "flip")
-
-
-def _choice(name: str, value, choices) -> None:
-    if value not in choices:
-        raise ValueError(f"{name}={value!r} is not supported; use one of {list(choices)}.")
 
 
 @dataclass
@@ -135,7 +131,27 @@ class MultiCropArguments:
         },
     )
 
+    mask_probability: float = field(
+        default=0.5,
+        metadata={
+            "help": "masked patch distillation: share of the global views that are masked (iBOT / DINOv2: 0.5); at 0.5 "
+            "exactly one of each image's two global views"
+        },
+    )
+    mask_ratio: list[float] = field(
+        default_factory=lambda: [0.1, 0.5],
+        metadata={"help": "masked patch distillation: range of the share of a masked view's patches (DINOv2)"},
+    )
+    mask_block_wise: bool = field(
+        default=True,
+        metadata={"help": "masked patch distillation: mask rectangles of patches (BEiT / iBOT) rather than patches"},
+    )
+
     def __post_init__(self):
+        if not 0 <= self.mask_probability <= 1:
+            raise ValueError(f"mask_probability={self.mask_probability} must be in [0, 1] (iBOT / DINOv2: 0.5).")
+        if len(self.mask_ratio) != 2 or not 0 <= self.mask_ratio[0] <= self.mask_ratio[1] <= 1:
+            raise ValueError(f"mask_ratio={self.mask_ratio} must be [low, high] with 0 <= low <= high <= 1.")
         for name in ("global_crop_scale", "local_crop_scale", "crop_ratio", "blur_sigma"):
             values = getattr(self, name)
             if len(values) != 2 or not 0 < values[0] <= values[1]:
@@ -176,6 +192,34 @@ class SilcTrainingArguments(MultiCropArguments, TrainingArguments):
     )
     distill_start_step: int = field(
         default=0, metadata={"help": "optimizer step at which distillation starts (teacher copied from the student)"}
+    )
+    distill_start_ratio: float | None = field(
+        default=None,
+        metadata={
+            "help": "distillation starts at this fraction of max_steps instead (SigLIP 2: 0.8, the last 20 %%); "
+            "overrides distill_start_step"
+        },
+    )
+    patch_distill_weight: float = field(
+        default=0.0,
+        metadata={
+            "help": "weight of iBOT's masked patch distillation (0: off; SigLIP 2 / TIPS add it); the masks: "
+            "mask_probability, mask_ratio, mask_block_wise"
+        },
+    )
+    patch_loss_tokens: str = field(
+        default="masked",
+        metadata={"help": "patch loss on the 'masked' patches (iBOT) or on 'all' patches of a masked view (TIPSv2)"},
+    )
+    patch_head: str = field(
+        default="shared", metadata={"help": "'shared': the DINO head scores the patches too (DINOv2); 'separate'"}
+    )
+    teacher_tower: str = field(
+        default="ema",
+        metadata={
+            "help": "'ema': the teacher is an EMA copy of tower and head (DINO, SILC); 'student': only the head is "
+            "averaged and the teacher reads the student's tower without gradient (TIPSv2)"
+        },
     )
     overwrite_output_dir: bool = field(
         default=False,
@@ -242,7 +286,10 @@ class SilcTrainingArguments(MultiCropArguments, TrainingArguments):
             # Only a head that does not take part yet (late or no distillation) or an idle text tower leaves
             # parameters unused.
             self.ddp_find_unused_parameters = (
-                self.distill_start_step > 0 or self.distill_weight == 0 or self.contrastive_weight == 0
+                self.distill_start_step > 0
+                or bool(self.distill_start_ratio)
+                or self.distill_weight == 0
+                or self.contrastive_weight == 0
             )
         TrainingArguments.__post_init__(self)
         MultiCropArguments.__post_init__(self)
@@ -254,10 +301,24 @@ class SilcTrainingArguments(MultiCropArguments, TrainingArguments):
             raise ValueError(f"distill_weight={self.distill_weight} must be >= 0 (0 trains CLIP/SigLIP only).")
         if self.contrastive_weight < 0:
             raise ValueError(f"contrastive_weight={self.contrastive_weight} must be >= 0 (0 trains distillation only).")
-        if self.contrastive_weight == 0 and (self.distill_weight == 0 or self.distill_start_step > 0):
+        late = self.distill_start_step > 0 or bool(self.distill_start_ratio)
+        if self.contrastive_weight == 0 and (self.distill_weight == 0 and self.patch_distill_weight == 0 or late):
             raise ValueError(
-                f"contrastive_weight=0 with distill_weight={self.distill_weight} and distill_start_step="
-                f"{self.distill_start_step} leaves steps with nothing to train; distill from step 0 with a weight > 0."
+                f"contrastive_weight=0 with distill_weight={self.distill_weight}, patch_distill_weight="
+                f"{self.patch_distill_weight}, distill_start_step={self.distill_start_step} and distill_start_ratio="
+                f"{self.distill_start_ratio} leaves steps with nothing to train; distill from step 0 with a weight > 0."
+            )
+        _choice("patch_loss_tokens", self.patch_loss_tokens, PATCH_LOSS_TOKENS)
+        _choice("patch_head", self.patch_head, PATCH_HEADS)
+        _choice("teacher_tower", self.teacher_tower, TEACHER_TOWERS)
+        if self.distill_start_ratio is not None and not 0 <= self.distill_start_ratio < 1:
+            raise ValueError(f"distill_start_ratio={self.distill_start_ratio} must be in [0, 1) (SigLIP 2: 0.8).")
+        if self.patch_distill_weight < 0:
+            raise ValueError(f"patch_distill_weight={self.patch_distill_weight} must be >= 0 (0 switches it off).")
+        if self.patch_distill_weight > 0 and self.mask_probability == 0:
+            raise ValueError(
+                f"patch_distill_weight={self.patch_distill_weight} with mask_probability=0 masks no view; set "
+                "mask_probability (iBOT / DINOv2: 0.5) or patch_distill_weight=0."
             )
         if self.remove_unused_columns:
             raise ValueError("remove_unused_columns=True would drop the multi-crop views; SILC needs False.")

@@ -65,14 +65,79 @@ def random_resized_crop_box(
     return left, top, left + w, top + h
 
 
+def patch_mask(rng: np.random.Generator, height: int, width: int, count: int, block_wise: bool = True) -> np.ndarray:
+    """A `(height, width)` boolean mask of exactly `count` patches, drawn from `rng`.
+
+    Block-wise (BEiT's and iBOT's masking generator, DINOv2 `data/masking.py`): rectangles of at least 4 patches, area
+    up to what is left (at most a third of the grid) and aspect ratio log-uniform in [0.3, 1 / 0.3], placed until
+    `count` is reached; unlike those generators, which stop short when a rectangle no longer fits, the last patches
+    grow the mask from its border, so the share is exact and the mask stays in blocks. Otherwise: `count` patches
+    uniformly at random.
+    """
+    total = height * width
+    if not 0 <= count <= total:
+        raise ValueError(f"count={count} masked patches do not fit a {height}x{width} grid.")
+    mask = np.zeros((height, width), dtype=bool)
+    if not block_wise:
+        mask.flat[rng.choice(total, size=count, replace=False)] = True
+        return mask
+    max_block, log_ratio = max(4, total // 3), (math.log(0.3), math.log(1 / 0.3))
+    for _ in range(10 * count):  # rectangles while they add patches
+        missing = count - int(mask.sum())
+        if missing < 4:
+            break
+        area = rng.uniform(4, min(missing, max_block))
+        aspect = math.exp(rng.uniform(*log_ratio))
+        h, w = round(math.sqrt(area * aspect)), round(math.sqrt(area / aspect))
+        if not (1 <= h <= height and 1 <= w <= width):
+            continue
+        top, left = int(rng.integers(0, height - h + 1)), int(rng.integers(0, width - w + 1))
+        block = mask[top : top + h, left : left + w]
+        if int(mask.sum()) + int((~block).sum()) <= count:
+            block[:] = True
+    while (missing := count - int(mask.sum())) > 0:  # the rest grows the mask at its border (or starts it)
+        grown = mask.copy()
+        grown[1:] |= mask[:-1]
+        grown[:-1] |= mask[1:]
+        grown[:, 1:] |= mask[:, :-1]
+        grown[:, :-1] |= mask[:, 1:]
+        border = np.flatnonzero(grown & ~mask) if mask.any() else np.arange(total)
+        mask.flat[rng.choice(border, size=min(missing, len(border)), replace=False)] = True
+    return mask
+
+
 class MultiCropTransform:
     """Worker-side half: crops an RGB image into 2 global and N local uint8 views and draws their
     photometric parameters. `args` may be any object with the `MultiCropArguments` fields (e.g. the run's
-    `SilcTrainingArguments`); only those numbers are kept, so data workers receive nothing else."""
+    `SilcTrainingArguments`); only those numbers are kept, so data workers receive nothing else.
 
-    def __init__(self, args: MultiCropArguments, global_crop_size: int):
+    With a `patch_size` (masked patch distillation), each sample also gets `global_masks`: `(2, patches)` booleans,
+    True where the student sees the mask token (`draw_masks`)."""
+
+    def __init__(self, args: MultiCropArguments, global_crop_size: int, patch_size: int | None = None):
         self.args = MultiCropArguments.of(args)
         self.global_crop_size = global_crop_size
+        self.patch_size = patch_size
+        if patch_size is not None and global_crop_size % patch_size:
+            raise ValueError(f"The global crop size {global_crop_size} is not a multiple of patch_size={patch_size}.")
+
+    def draw_masks(self, rng: np.random.Generator) -> torch.Tensor | None:
+        """The two global views' patch masks `(2, grid * grid)` (None without a `patch_size`). Each image masks
+        floor(2p) of its two global views and one more with probability 2p - floor(2p) (p = `mask_probability`,
+        the views chosen at random): at DINOv2's p = 0.5 exactly one, so every batch masks as many views as it has
+        images (a static shape for torch.compile). A masked view hides a share of its patches drawn uniformly in
+        `mask_ratio`. Drawn after the crops, so the crops do not change when masking is switched on."""
+        if self.patch_size is None:
+            return None
+        a, grid = self.args, self.global_crop_size // self.patch_size
+        expected = 2 * a.mask_probability
+        masked_views = int(expected) + int(rng.random() < expected - int(expected))
+        chosen = rng.permutation(2)[:masked_views]
+        masks = np.zeros((2, grid, grid), dtype=bool)
+        for view in sorted(chosen.tolist()):
+            count = round(rng.uniform(*a.mask_ratio) * grid * grid)
+            masks[view] = patch_mask(rng, grid, grid, count, a.mask_block_wise)
+        return torch.from_numpy(masks.reshape(2, grid * grid))
 
     def _draw_augment(
         self, rng: np.random.Generator, blur_prob: float, solarize_prob: float, photometric: bool = True
@@ -139,7 +204,10 @@ class MultiCropTransform:
         }
 
     def __call__(self, image: Image.Image, rng: np.random.Generator) -> dict:
-        return self.cut(image, self.plan(image.width, image.height, rng))
+        sample = self.cut(image, self.plan(image.width, image.height, rng))
+        if (masks := self.draw_masks(rng)) is not None:
+            sample["global_masks"] = masks
+        return sample
 
 
 def stack_augment(per_view: list[dict]) -> dict[str, torch.Tensor]:

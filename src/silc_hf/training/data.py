@@ -123,6 +123,8 @@ class SamplePreparer:
         plan = self.transform.plan(width, height, rng)  # the crops first: they say how much resolution is needed
         image = self.decode(image, reduction=self.transform.reduction(plan))
         sample = self.transform.cut(image, plan, scale=(image.width / width, image.height / height))
+        if (masks := self.transform.draw_masks(rng)) is not None:
+            sample["global_masks"] = masks
         sample["caption"] = caption
         return sample
 
@@ -202,7 +204,8 @@ class SilcMultiCropCollator:
     """Stacks multi-crop samples and tokenises their captions with the model's processor.
 
     Yields `global_views` (batch, 2, 3, S, S) and `local_views` (batch, N, 3, s, s) as uint8, their
-    `global_augment` / `local_augment` parameters, `input_ids`, `attention_mask` and `skipped_samples`."""
+    `global_augment` / `local_augment` parameters, `input_ids`, `attention_mask` and `skipped_samples` (and
+    `global_masks` (batch, 2, patches) for masked patch distillation)."""
 
     def __init__(self, processor, max_length: int):
         self.processor, self.max_length = processor, max_length
@@ -216,5 +219,7 @@ class SilcMultiCropCollator:
             batch[key] = {name: torch.stack([s[key][name] for s in samples]) for name in samples[0][key]}
         batch["input_ids"] = text["input_ids"]
         batch["attention_mask"] = text.get("attention_mask", torch.ones_like(text["input_ids"]))
+        if "global_masks" in samples[0]:
+            batch["global_masks"] = torch.stack([s["global_masks"] for s in samples])
         batch["skipped_samples"] = torch.tensor([s["skipped_samples"] for s in samples])
         return batch

@@ -16,6 +16,15 @@ from torch import nn
 from ..modeling_silc import image_text_logits, sigmoid_contrastive_loss
 
 CENTERINGS = ("ema", "sinkhorn")  # DINO's EMA centre, DINOv2's Sinkhorn-Knopp
+PATCH_HEADS = ("shared", "separate")  # the patch head: the DINO head itself (DINOv2's default) or its own
+PATCH_LOSS_TOKENS = ("masked", "all")  # iBOT: the masked patches; TIPSv2: every patch of a masked view
+TEACHER_TOWERS = ("ema", "student")  # an EMA copy of the tower (DINO, SILC), or the student's with an EMA head (TIPSv2)
+
+
+def check_choice(name: str, value, choices) -> None:
+    """Raise `ValueError` naming `name`, its `value` and the `choices` when `value` is not one of them."""
+    if value not in choices:
+        raise ValueError(f"{name}={value!r} is not supported; use one of {list(choices)}.")
 
 
 class _AllGatherWithGrad(torch.autograd.Function):
@@ -75,7 +84,8 @@ def sinkhorn_knopp(scores: torch.Tensor, iterations: int = 3) -> torch.Tensor:
     """Teacher targets with equal mass on every prototype over the global batch (SwAV; DINOv2
     `sinkhorn_knopp_teacher`): alternately normalise prototype totals to 1/K and sample totals to 1/B.
     `scores` are `(batch, K)` logits already divided by the temperature; returns rows summing to 1."""
-    shift = scores.max()  # one shift for the global batch: it cancels in the normalisations only if shared
+    # one shift for the global batch: it cancels in the normalisations only if shared (a process may hold no rows)
+    shift = scores.max() if scores.numel() else scores.new_tensor(float("-inf"))
     num_prototypes, batch = scores.shape[1], torch.tensor(float(scores.shape[0]), device=scores.device)
     if is_distributed():
         dist.all_reduce(shift, op=dist.ReduceOp.MAX)
@@ -178,7 +188,7 @@ class DistillationLoss(nn.Module):
         if self.centering == "ema":
             return [F.softmax((t - self.center) / teacher_temperature, dim=-1) for t in teacher_views]
         probs = sinkhorn_knopp(torch.cat(teacher_views).float() / teacher_temperature)
-        return list(probs.split(teacher_views[0].shape[0]))
+        return list(probs.split([view.shape[0] for view in teacher_views]))
 
     def forward(
         self,
@@ -229,3 +239,47 @@ class DistillationLoss(nn.Module):
             dist.all_reduce(batch_sum)
             dist.all_reduce(count)
         self.center.mul_(self.center_momentum).add_(batch_sum / count, alpha=1 - self.center_momentum)
+
+
+class PatchDistillationLoss(DistillationLoss):
+    """iBOT's masked patch loss (Zhou et al. 2022; DINOv2 `loss/ibot_patch_loss.py`), owning its own centre.
+
+    The teacher sees the unmasked view, the student the view with some patches replaced by the mask token; at each
+    selected patch (the masked ones, or every patch of a masked view as in TIPSv2) the student's patch head output
+    is pulled towards the teacher's centred, sharpened distribution for that patch. Per token the loss is
+    `-sum p_teacher * log p_student`; each masked view contributes the mean over its selected tokens, and the sum
+    over views is divided by the number of global views in the batch, masked or not (DINOv2's normalisation: with
+    half the views masked the loss is half of the masked views' mean). Centring: an EMA of the selected teacher
+    tokens' mean (iBOT's second centre) or Sinkhorn-Knopp over the selected tokens of the global batch (DINOv2).
+    """
+
+    def forward(
+        self,
+        student_tokens: torch.Tensor,
+        teacher_probs: torch.Tensor,
+        token_weights: torch.Tensor,
+        num_views: int,
+    ) -> torch.Tensor:
+        """`student_tokens` `(n, K)` patch-head outputs of the selected tokens, `teacher_probs` `(n, K)` their
+        targets (`teacher_probabilities`), `token_weights` `(n,)` one over the number of selected tokens of each
+        token's view, `num_views` the global views of this process's batch."""
+        log_p_student = F.log_softmax(student_tokens / self.student_temperature, dim=-1)
+        per_token = -(teacher_probs * log_p_student).sum(dim=-1)
+        return (per_token * token_weights).sum() / num_views
+
+    @torch.no_grad()
+    def update_center(self, teacher_output: torch.Tensor | None = None) -> None:
+        """As `DistillationLoss.update_center`, except that a step whose global batch selected no token (possible
+        with `mask_probability` < 0.5) leaves the centre where it is."""
+        if teacher_output is not None:
+            self.record_center(teacher_output)
+        if self._pending_sum is None:
+            return
+        batch_sum = self._pending_sum
+        count = torch.tensor(float(self._pending_count), device=batch_sum.device)
+        self.discard_pending_center()
+        if is_distributed():
+            dist.all_reduce(batch_sum)
+            dist.all_reduce(count)
+        moved = self.center * self.center_momentum + batch_sum / count.clamp(min=1) * (1 - self.center_momentum)
+        self.center.copy_(torch.where(count > 0, moved, self.center))

@@ -15,7 +15,17 @@ from torch import nn
 
 from ..modeling_silc import SilcModel
 from .augmentation import apply_photometric
-from .losses import DistillationLoss, distributed_contrastive_loss, koleo_loss, teacher_diagnostics
+from .losses import (
+    PATCH_HEADS,
+    PATCH_LOSS_TOKENS,
+    TEACHER_TOWERS,
+    DistillationLoss,
+    PatchDistillationLoss,
+    check_choice,
+    distributed_contrastive_loss,
+    koleo_loss,
+    teacher_diagnostics,
+)
 
 
 class DINOHead(nn.Module):
@@ -61,13 +71,18 @@ class DINOHead(nn.Module):
 
 
 class SilcTeacher(nn.Module):
-    """EMA teacher: a copy of the student's vision tower and head. No gradients; eval mode whatever
-    `train()` says, so that dropout or other train-time behaviour never reaches it."""
+    """EMA teacher: a copy of the student's vision tower and head (and patch head, when separate). No gradients;
+    eval mode whatever `train()` says, so that dropout or other train-time behaviour never reaches it.
 
-    def __init__(self, vision_model: nn.Module, head: DINOHead):
+    Without a tower (`vision_model=None`: TIPSv2's head-only teacher) it holds only the heads, and its features
+    are the student tower's, run without gradient (`SilcPretrainingModel` passes the student's own global forward,
+    detached: the same numbers, no second forward)."""
+
+    def __init__(self, vision_model: nn.Module | None, head: DINOHead, patch_head: DINOHead | None = None):
         super().__init__()
-        self.vision_model = copy.deepcopy(vision_model).float()
+        self.vision_model = copy.deepcopy(vision_model).float() if vision_model is not None else None
         self.head = copy.deepcopy(head).float()
+        self.patch_head = copy.deepcopy(patch_head).float() if patch_head is not None else None
         self.requires_grad_(False)
         self.eval()
 
@@ -119,17 +134,32 @@ class SilcPretrainingModel(nn.Module):
         image_std: Sequence[float] = (0.5, 0.5, 0.5),
         blur_kernel_size: int = 9,
         solarize_threshold: float = 0.5,
+        patch_distillation: bool = False,
+        patch_head: str = "shared",
+        patch_loss_tokens: str = "masked",
+        teacher_tower: str = "ema",
     ):
         super().__init__()
+        check_choice("patch_head", patch_head, PATCH_HEADS)
+        check_choice("patch_loss_tokens", patch_loss_tokens, PATCH_LOSS_TOKENS)
+        check_choice("teacher_tower", teacher_tower, TEACHER_TOWERS)
         self.student = student
-        self.student_head = DINOHead(
-            student.config.vision_config.hidden_size,
-            head_num_prototypes,
-            head_hidden_dim,
-            head_bottleneck_dim,
-            head_num_layers,
-        ).to(student.dtype)
-        self.teacher = SilcTeacher(student.vision_model, self.student_head)
+        width = student.config.vision_config.hidden_size
+        head_shape = (width, head_num_prototypes, head_hidden_dim, head_bottleneck_dim, head_num_layers)
+        self.student_head = DINOHead(*head_shape).to(student.dtype)
+        self.student_patch_head = None
+        self.patch_loss_tokens = patch_loss_tokens
+        if patch_distillation:
+            # iBOT / DINOv2: a learned token in place of the masked patches, zeros at the start; it belongs to the
+            # task, not to the exported model (which never sees masked inputs)
+            self.mask_token = nn.Parameter(torch.zeros(width, dtype=student.dtype))
+            if patch_head == "separate":
+                self.student_patch_head = DINOHead(*head_shape).to(student.dtype)
+            self.patch_distillation_loss = PatchDistillationLoss(
+                head_num_prototypes, student_temperature, center_momentum, centering
+            )
+        tower = student.vision_model if teacher_tower == "ema" else None
+        self.teacher = SilcTeacher(tower, self.student_head, self.student_patch_head)
         self.distillation_loss = DistillationLoss(head_num_prototypes, student_temperature, center_momentum, centering)
         # Whether the teacher has been (re-)initialised from the student: distillation may start late.
         self.register_buffer("distillation_started", torch.zeros((), dtype=torch.bool))
@@ -155,12 +185,22 @@ class SilcPretrainingModel(nn.Module):
         """Checkpoint the student's layers (the teacher runs without gradients and needs none)."""
         self.student.activation_checkpointing_enable(*args, **kwargs)
 
+    @property
+    def patch_distillation(self) -> bool:
+        return hasattr(self, "mask_token")
+
     def ema_parameters(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """Matching (teacher, student) parameter lists, checked by name."""
-        teacher = dict(self.teacher.vision_model.named_parameters())
+        """Matching (teacher, student) parameter lists, checked by name: the tower (unless the teacher is head-only),
+        the head, and the patch head when it is separate."""
+        teacher, student = {}, {}
+        if self.teacher.vision_model is not None:
+            teacher.update(self.teacher.vision_model.named_parameters())
+            student.update(self.student.vision_model.named_parameters())
         teacher.update({f"head.{k}": v for k, v in self.teacher.head.named_parameters()})
-        student = dict(self.student.vision_model.named_parameters())
         student.update({f"head.{k}": v for k, v in self.student_head.named_parameters()})
+        if self.student_patch_head is not None:
+            teacher.update({f"patch_head.{k}": v for k, v in self.teacher.patch_head.named_parameters()})
+            student.update({f"patch_head.{k}": v for k, v in self.student_patch_head.named_parameters()})
         if teacher.keys() != student.keys():
             raise RuntimeError(f"Teacher and student parameters differ: {sorted(teacher.keys() ^ student.keys())[:5]}")
         names = sorted(teacher)
@@ -177,6 +217,8 @@ class SilcPretrainingModel(nn.Module):
         teacher, student = self.ema_parameters()
         torch._foreach_copy_(teacher, [s.detach().to(t.dtype) for t, s in zip(teacher, student)])
         self.distillation_loss.center.zero_()
+        if self.patch_distillation:
+            self.patch_distillation_loss.center.zero_()
         self.distillation_started.fill_(True)
 
     def _pixels(self, views: torch.Tensor, augment: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -187,6 +229,53 @@ class SilcPretrainingModel(nn.Module):
         with _float32(views.device):  # the photometric ops stay in float32 under --bf16 / --fp16
             pixels = apply_photometric(views, augment, **self.photometric)
         return pixels.to(self.student.dtype)
+
+    @torch.no_grad()
+    def _teacher_features(self, global_pixels: torch.Tensor, student_out) -> tuple[torch.Tensor, torch.Tensor]:
+        """The teacher's pooled features `(views * batch, width)` and patch tokens `(views * batch, patches, width)`
+        of the global views: from its EMA tower, or (head-only teacher) the student's own forward, detached."""
+        if self.teacher.vision_model is None:
+            out = student_out
+        else:  # the teacher's weights stay float32; under autocast its matmuls run in bf16/fp16, as in DINO
+            out = self.teacher.vision_model(pixel_values=global_pixels.float())
+        prefix = self.student.vision_model.embeddings.num_prefix_tokens
+        return out.pooler_output.detach().float(), out.last_hidden_state[:, prefix:].detach().float()
+
+    def _patch_distillation(
+        self,
+        global_pixels: torch.Tensor,
+        global_masks: torch.Tensor,
+        teacher_tokens: torch.Tensor,
+        teacher_temperature: float,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """iBOT's loss on the masked global views (`PatchDistillationLoss`) and its teacher diagnostics. The student
+        runs once more, on the masked views only, with the mask token in place of their masked patches; the
+        unmasked forward that feeds the image-text loss is left as it is."""
+        masks = global_masks.transpose(0, 1).flatten(0, 1)  # (views * batch, patches), view-major like the pixels
+        masked_views = masks.any(dim=1)
+        masked_views[0] |= ~masked_views.any()  # no masked view here: run one anyway (no tokens), so DDP sees the graph
+        view_masks = masks[masked_views]
+        out = self.student.vision_model(
+            pixel_values=global_pixels[masked_views], bool_masked_pos=view_masks, mask_token=self.mask_token
+        )
+        prefix = self.student.vision_model.embeddings.num_prefix_tokens
+        selected = view_masks if self.patch_loss_tokens == "masked" else torch.ones_like(view_masks)
+        weights = (1.0 / selected.sum(dim=1, keepdim=True).clamp(min=1)).expand_as(selected)[selected]
+        student_head = self.student_patch_head or self.student_head
+        bottleneck = student_head.bottleneck(out.last_hidden_state[:, prefix:][selected])
+        student_logits = student_head.prototype_scores(bottleneck).float()
+        teacher_logits = (self.teacher.patch_head or self.teacher.head)(teacher_tokens[masked_views][selected]).float()
+        loss_fn = self.patch_distillation_loss
+        with _float32(global_pixels.device):
+            teacher_probs = loss_fn.teacher_probabilities([teacher_logits], teacher_temperature)[0]
+            loss = loss_fn(student_logits, teacher_probs, weights.float(), num_views=masks.shape[0])
+            if self.training and loss_fn.centering == "ema":
+                loss_fn.record_center(teacher_logits)
+            diagnostics = {}
+            if len(teacher_probs):
+                features = [bottleneck.detach().float()]
+                diagnostics = {f"patch_{k}": v for k, v in teacher_diagnostics(teacher_probs, features).items()}
+        return loss, diagnostics
 
     def forward(
         self,
@@ -200,6 +289,8 @@ class SilcPretrainingModel(nn.Module):
         distill_weight: float = 1.0,
         contrastive_weight: float = 1.0,
         koleo_weight: float = 0.0,
+        global_masks: torch.Tensor | None = None,
+        patch_distill_weight: float = 0.0,
     ) -> dict[str, torch.Tensor]:
         batch, num_global = global_views.shape[:2]
         student = self.student
@@ -222,6 +313,8 @@ class SilcPretrainingModel(nn.Module):
             losses["contrastive_loss"] = contrastive
             loss = contrastive_weight * contrastive
 
+        if distill_weight > 0 or patch_distill_weight > 0:
+            teacher_pooled, teacher_tokens = self._teacher_features(global_pixels, global_out)
         if distill_weight > 0:
             student_pooled = [global_out.pooler_output]
             if local_views is not None and local_views.shape[1] > 0:
@@ -231,7 +324,7 @@ class SilcPretrainingModel(nn.Module):
             bottleneck = self.student_head.bottleneck(torch.cat(student_pooled))
             student_logits = self.student_head.prototype_scores(bottleneck).float().split(batch)
             # the teacher's weights stay float32; under autocast its matmuls run in bf16/fp16, as in DINO
-            teacher_logits = self.teacher(global_pixels.float()).float().split(batch)
+            teacher_logits = self.teacher.head(teacher_pooled).float().split(batch)
             loss_fn = self.distillation_loss
             with _float32(global_pixels.device):
                 teacher_probs = loss_fn.teacher_probabilities(list(teacher_logits), teacher_temperature)
@@ -248,6 +341,18 @@ class SilcPretrainingModel(nn.Module):
                     koleo = torch.stack([koleo_loss(view) for view in pooled]).mean()
                 losses["koleo_loss"] = koleo
                 loss = loss + distill_weight * koleo_weight * koleo
+        if patch_distill_weight > 0:
+            if not self.patch_distillation or global_masks is None:
+                raise ValueError(
+                    "Masked patch distillation needs a SilcPretrainingModel built with patch_distillation=True and "
+                    "the batch's global_masks (a MultiCropTransform given the model's patch_size)."
+                )
+            patch_loss, diagnostics = self._patch_distillation(
+                global_pixels, global_masks, teacher_tokens, teacher_temperature
+            )
+            losses.update(diagnostics)
+            losses["patch_distillation_loss"] = patch_loss
+            loss = loss + patch_distill_weight * patch_loss
         if not torch.is_tensor(loss):
             raise ValueError("contrastive_weight and distill_weight are both 0: there is nothing to train.")
         losses["loss"] = loss

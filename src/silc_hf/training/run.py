@@ -116,10 +116,13 @@ def build_model_and_processor(model_args: SilcModelArguments, captions_source, t
     return model, processor
 
 
-def build_dataset(raw, columns: tuple[str, str], data_args: SilcDataArguments, args: SilcTrainingArguments, image_size):
-    """`raw` as multi-crop samples; `columns`: its (image, caption) column names."""
+def build_dataset(
+    raw, columns: tuple[str, str], data_args: SilcDataArguments, args: SilcTrainingArguments, image_size, patch_size
+):
+    """`raw` as multi-crop samples; `columns`: its (image, caption) column names. With masked patch distillation
+    the samples also carry their global views' patch masks."""
     preparer = SamplePreparer(
-        MultiCropTransform(args, image_size),
+        MultiCropTransform(args, image_size, patch_size if args.patch_distill_weight > 0 else None),
         image_column=columns[0],
         text_column=columns[1],
         max_caption_chars=data_args.max_caption_chars,
@@ -163,11 +166,11 @@ def build_trainer(
     model, processor = build_model_and_processor(model_args, train_raw, train_columns[1])
     if data_args.zero_shot_templates:  # saved with the model: evaluate_silc.py uses them by default
         model.config.zero_shot_templates = list(data_args.zero_shot_templates)
-    image_size = model.config.vision_config.image_size
-    train_dataset = build_dataset(train_raw, train_columns, data_args, args, image_size)
+    image_size, patch_size = model.config.vision_config.image_size, model.config.vision_config.patch_size
+    train_dataset = build_dataset(train_raw, train_columns, data_args, args, image_size, patch_size)
     eval_dataset, evaluator = None, None
     if eval_raw is not None:
-        eval_dataset = build_dataset(eval_raw, eval_columns, data_args, args, image_size)
+        eval_dataset = build_dataset(eval_raw, eval_columns, data_args, args, image_size, patch_size)
         evaluator = ZeroShotEvaluator(
             eval_raw,
             class_names=data_args.zero_shot_class_names,

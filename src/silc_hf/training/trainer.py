@@ -165,6 +165,10 @@ class SilcTrainer(Trainer):
             student_temperature=args.student_temperature,
             center_momentum=args.center_momentum,
             centering=args.centering,
+            patch_distillation=args.patch_distill_weight > 0,
+            patch_head=args.patch_head,
+            patch_loss_tokens=args.patch_loss_tokens,
+            teacher_tower=args.teacher_tower,
             image_mean=getattr(image_processor, "image_mean", None) or (0.5, 0.5, 0.5),
             image_std=getattr(image_processor, "image_std", None) or (0.5, 0.5, 0.5),
             blur_kernel_size=args.blur_kernel_size,
@@ -214,18 +218,29 @@ class SilcTrainer(Trainer):
 
     # --- schedules, indexed by optimizer step ------------------------------------------------------------
 
+    @property
+    def distill_start_step(self) -> int:
+        """The optimizer step at which the distillation losses start: `distill_start_ratio` of the run, if set,
+        else `distill_start_step`."""
+        if self.args.distill_start_ratio is not None:
+            return round(self.args.distill_start_ratio * self.state.max_steps)
+        return self.args.distill_start_step
+
     def _distill_steps(self) -> int:
-        return max(self.state.max_steps - self.args.distill_start_step, 1)
+        return max(self.state.max_steps - self.distill_start_step, 1)
 
     def distill_weight_at(self, step: int) -> float:
-        return self.args.distill_weight if step >= self.args.distill_start_step else 0.0
+        return self.args.distill_weight if step >= self.distill_start_step else 0.0
+
+    def patch_distill_weight_at(self, step: int) -> float:
+        return self.args.patch_distill_weight if step >= self.distill_start_step else 0.0
 
     def teacher_temperature_at(self, step: int) -> float:
         warmup = round(self.args.teacher_temperature_warmup_ratio * self._distill_steps())
         return linear_warmup(
             self.args.teacher_temperature_warmup_start,
             self.args.teacher_temperature,
-            step - self.args.distill_start_step,
+            step - self.distill_start_step,
             warmup,
         )
 
@@ -235,7 +250,7 @@ class SilcTrainer(Trainer):
         return cosine_schedule(
             self.args.teacher_momentum,
             self.args.teacher_momentum_end,
-            step - self.args.distill_start_step,
+            step - self.distill_start_step,
             self._distill_steps(),
         )
 
@@ -244,10 +259,12 @@ class SilcTrainer(Trainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         skipped = inputs.pop("skipped_samples", None)
         step = self.state.global_step
-        weight = self.distill_weight_at(step)
+        weight, patch_weight = self.distill_weight_at(step), self.patch_distill_weight_at(step)
         wrapper = self.pretraining_model
-        if weight > 0 and not bool(wrapper.distillation_started):
+        if (weight > 0 or patch_weight > 0) and not bool(wrapper.distillation_started):
             wrapper.start_distillation()
+        if patch_weight > 0:
+            inputs["patch_distill_weight"] = patch_weight
         outputs = model(
             **inputs,
             teacher_temperature=self.teacher_temperature_at(step),
@@ -271,8 +288,10 @@ class SilcTrainer(Trainer):
         decide, on every rank alike, whether the step is finite; if not, make the optimizer step change nothing
         (every gradient dropped; under fp16 the grad scaler skips it by itself)."""
         wrapper = self.pretraining_model
-        if step - self.args.distill_start_step < self.args.head_freeze_prototypes_steps:
+        if step - self.distill_start_step < self.args.head_freeze_prototypes_steps:
             wrapper.student_head.prototypes.grad = None
+            if wrapper.student_patch_head is not None:
+                wrapper.student_patch_head.prototypes.grad = None
         trainable = [p for p in self.model.parameters() if p.requires_grad]
         self._step_applied = step_is_finite(trainable, self._step_loss_finite)
         self._step_loss_finite = None
@@ -290,8 +309,12 @@ class SilcTrainer(Trainer):
         move the centre. After a skipped one: nothing moves; count it, and stop after too many in a row."""
         wrapper = self.pretraining_model
         step_parts, self._step_parts = self._step_parts, defaultdict(list)
+        centres = [wrapper.distillation_loss]
+        if wrapper.patch_distillation:
+            centres.append(wrapper.patch_distillation_loss)
         if not self._step_applied or self.accelerator.optimizer_step_was_skipped:
-            wrapper.distillation_loss.discard_pending_center()
+            for centre in centres:
+                centre.discard_pending_center()
             self._count_nonfinite_step(step)
             return
         self._consecutive_nonfinite_steps = 0
@@ -301,7 +324,8 @@ class SilcTrainer(Trainer):
             wrapper.student.logit_scale.clamp_(max=math.log(self.args.max_logit_scale))
         if bool(wrapper.distillation_started):
             wrapper.update_teacher(self.teacher_momentum_at(step))
-            wrapper.distillation_loss.update_center()
+            for centre in centres:
+                centre.update_center()
 
     def _count_nonfinite_step(self, step: int) -> None:
         wrapper = self.pretraining_model
@@ -379,6 +403,8 @@ class SilcTrainer(Trainer):
             logs["logit_scale"] = wrapper.student.logit_scale.exp().item()
             logs["logit_bias"] = wrapper.student.logit_bias.item()
             logs["distill_weight"] = self.distill_weight_at(step)
+            if self.args.patch_distill_weight > 0:
+                logs["patch_distill_weight"] = self.patch_distill_weight_at(step)
             logs["teacher_temperature"] = self.teacher_temperature_at(step)
             logs["teacher_momentum"] = self.teacher_momentum_at(step)
         if "loss" in logs or "train_loss" in logs:
