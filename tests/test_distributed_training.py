@@ -76,11 +76,13 @@ def test_ddp_and_fsdp_train_identically(tmp_path):
 def test_ddp_on_rank_split_streaming_data_equals_one_process_on_the_global_batch(tmp_path):
     """One webdataset shard streamed to 2 ranks is split example by example (rank r reads r, r+2, ...), so
     2 ranks x 8 see the same 16 examples per step as one process x 16; crops are seeded by the example key,
-    and the distributed loss equals the global-batch loss: the runs must agree."""
+    and the distributed loss equals the global-batch loss: the runs must agree. The masked patch loss is on, with its
+    masks drawn per example and its centre all-reduced, so it must agree too."""
     from silc_hf.data.scenes import export
 
     export(str(tmp_path / "wds"), {"train": 64}, seed=0, image_size=32, fmt="webdataset", shard_size=1000)
     data = ["--streaming", "true", "--image_column", "png", "--text_column", "txt", "--eval_data", ""]
+    data += ["--patch_distill_weight", "1.0", "--mask_probability", "0.75"]
     ddp_logs, ddp_weights = _torchrun(tmp_path / "wds" / "train", tmp_path / "ddp", *data)
     single = subprocess.run(
         [
@@ -114,7 +116,7 @@ def test_ddp_on_rank_split_streaming_data_equals_one_process_on_the_global_batch
     ]
     single_weights = load_file(str(tmp_path / "single" / "model.safetensors"))
     for ddp, one in zip(ddp_logs, single_logs, strict=True):
-        for key in ("loss", "contrastive_loss", "distillation_loss"):
+        for key in ("loss", "contrastive_loss", "distillation_loss", "patch_distillation_loss"):
             assert ddp[key] == pytest.approx(one[key], rel=1e-4), key
     for key in single_weights:
         assert (ddp_weights[key] - single_weights[key]).abs().max().item() <= 1e-4, key
