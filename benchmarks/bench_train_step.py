@@ -11,7 +11,8 @@ update), their ratio next to the ratio predicted from FLOP counts (forward = 2 x
 4 x layers x tokens^2 x width, backward = 2 x forward), the EMA update's share of the SILC step, the
 batched photometric augmentation's share, the data workers' CPU time per image (decode + crops), and what the
 non-finite guard costs (`silc_hf.training.trainer.step_is_finite`: the SILC step with it / without it, and the
-guard's own time as a share of the step).
+guard's own time as a share of the step); then what the options of SILC's successors cost against the SILC step
+(masked patch distillation, the head-only teacher, both: step-time ratios and the teacher's weights).
 """
 
 import io
@@ -146,6 +147,55 @@ def main(argv: list[str] | None = None) -> dict:
     samples = [({"image": {"bytes": data, "path": None}, "text": "a photo"}, i) for i, data in enumerate(encoded)]
     data_ms = mean_cpu_ms(lambda sample: preparer(sample[0], np.random.default_rng(sample[1])), samples)
 
+    # The options of SILC's successors, each a wrapper of its own on the same model: the masked patch loss (iBOT,
+    # DINOv2's masks: one of the two global views of each image, 10-50 % of its patches), the head-only teacher
+    # (TIPSv2), both. Steps in alternation, the median of each over the SILC step's.
+    masks = MultiCropTransform(crop_args, size, config.vision_config.patch_size)
+    masked_inputs = dict(
+        batch_inputs,
+        global_masks=torch.stack([masks.draw_masks(np.random.default_rng(i)) for i in range(batch)]).to(device),
+    )
+    variants = {
+        "silc": (wrapper, optimizer, batch_inputs, {}),
+    }
+    for name, options in (
+        ("patch", dict(patch_distillation=True)),
+        ("head_only", dict(teacher_tower="student")),
+        ("head_only_patch", dict(patch_distillation=True, teacher_tower="student")),
+    ):
+        variant = SilcPretrainingModel(wrapper.student, head_num_prototypes=args.head_prototypes, **head, **options)
+        variant = variant.to(device).train()
+        extra = {"patch_distill_weight": 1.0} if options.get("patch_distillation") else {}
+        parameters = [p for p in variant.parameters() if p.requires_grad]
+        variants[name] = (
+            variant,
+            torch.optim.AdamW(parameters, lr=1e-4),
+            masked_inputs if extra else batch_inputs,
+            extra,
+        )
+
+    def variant_step(name):
+        model, variant_optimizer, inputs, extra = variants[name]
+        with autocast:
+            loss = model(**inputs, distill_weight=1.0, **extra)["loss"]
+        loss.backward()
+        variant_optimizer.step()
+        model.update_teacher(0.999)
+        model.distillation_loss.update_center()
+        if extra:
+            model.patch_distillation_loss.update_center()
+        variant_optimizer.zero_grad(set_to_none=True)
+
+    times = {name: [] for name in variants}
+    for _ in range(args.steps):
+        for name in variants:
+            times[name].append(timed(lambda: variant_step(name), 1))
+    option_ratio = {name: statistics.median(t) / statistics.median(times["silc"]) for name, t in times.items()}
+    teacher_mb = {
+        name: sum(p.numel() * p.element_size() for p in model.teacher.parameters()) / 2**20
+        for name, (model, *_) in variants.items()
+    }
+
     head_params = sum(p.numel() for p in wrapper.student_head.parameters())
     results = {
         "preset": args.preset,
@@ -167,6 +217,8 @@ def main(argv: list[str] | None = None) -> dict:
         "guarded_over_unguarded_step": guard_ratio,
         "nonfinite_guard_s": guard_time,
         "nonfinite_guard_share_of_silc_step": guard_time / silc_time,
+        "option_step_over_silc_step": option_ratio,
+        "teacher_weights_mb": teacher_mb,
     }
     print(
         f"\nSILC vs CLIP-only training step: {args.preset}, batch {batch}, {n_local} local crops of {local} px, "
@@ -186,6 +238,8 @@ def main(argv: list[str] | None = None) -> dict:
         ("non-finite guard alone (s)", f"{guard_time:.5f}"),
         ("  its share of the SILC step", f"{100 * results['nonfinite_guard_share_of_silc_step']:.2f}%"),
     ]
+    rows += [(f"step / SILC step: {name}", f"{ratio:.2f}x") for name, ratio in option_ratio.items() if name != "silc"]
+    rows += [(f"teacher weights (MB): {name}", f"{mb:.1f}") for name, mb in teacher_mb.items()]
     for name, value in rows:
         print(f"{name:<40}{value:>14}")
     write_results(args.results, results)
