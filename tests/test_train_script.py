@@ -386,3 +386,22 @@ def test_a_resumed_streaming_run_trains_on_the_samples_of_a_straight_run_none_re
     assert len(straight) == len(resumed) == 6 and resumed == straight
     samples = [sample for batch in straight for sample in batch]
     assert len(set(samples)) == len(samples) == 12  # 12 of the 16 samples, each once
+
+
+@pytest.mark.parametrize(
+    "recipe, expected",
+    [
+        ("silc_b16", dict(distill_start_ratio=None, patch_distill_weight=0.0, teacher_tower="ema")),
+        (
+            "siglip2_b16",
+            dict(distill_start_ratio=0.8, patch_distill_weight=0.25, mask_ratio=[0.5, 0.5], teacher_tower="ema"),
+        ),
+        ("tips_b16", dict(distill_start_ratio=None, patch_loss_tokens="all", teacher_tower="student")),
+    ],
+)
+def test_the_recipes_parse_into_their_stated_options(recipe, expected, tmp_path):
+    model_args, _, args = _script().parse_args(
+        ["--config", str(ROOT / f"training/configs/{recipe}.json"), "--output_dir", str(tmp_path), "--bf16", "false"]
+    )
+    assert {key: getattr(args, key) for key in expected} == expected
+    assert args.distill_weight == 1.0 and args.num_local_crops == 8
