@@ -7,9 +7,18 @@
 Any `datasets` dataset works (`--data` takes what `--train_data` takes); name its columns with
 `--image_column`, `--text_column`, `--label_column`, `--mask_column`. Class names come from a `ClassLabel`
 label column or `--class_names a,b,c`; prompts from `--templates` (a prompt-ensemble, `{}` = the class).
+
+The published benchmarks, each in its original layout under a data root, under a published protocol:
+
+    python training/evaluate_silc.py --model path/to/silc --benchmark voc20 --data_root data --protocol tcl
+    python training/evaluate_silc.py --model path/to/silc --benchmark all --data_root data --protocol tcl \
+        --results results.json --markdown results.md --model_card path/to/silc
+
+Benchmarks, protocols, layouts and licences: `docs/evaluation.md`.
 """
 
 import json
+import os
 
 import torch
 from transformers import AutoModel, AutoProcessor
@@ -19,15 +28,30 @@ from silc_hf.configuration_silc import DEFAULT_PROMPT_TEMPLATES
 from silc_hf.data import load_image_text_dataset
 from silc_hf.data.loading import IMAGE_COLUMNS, TEXT_COLUMNS
 from silc_hf.tools.cli import ArgumentParser, run_script, write_results
+from silc_hf.tools.model_card import write_model_card
+from silc_hf.zero_shot.benchmarks import BENCHMARKS, evaluate_benchmark, results_table
 from silc_hf.zero_shot.evaluation import TASKS, evaluate
+from silc_hf.zero_shot.protocols import PROTOCOLS
 
 
 def main(argv: list[str] | None = None) -> dict:
     parser = ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True, help="a SILC folder (or Hub id)")
+    parser.add_argument("--data", help="evaluation data (imagefolder, shards, Hub id, synthetic:SPLIT:N)")
     parser.add_argument(
-        "--data", required=True, help="evaluation data (imagefolder, shards, Hub id, synthetic:SPLIT:N)"
+        "--benchmark",
+        nargs="+",
+        choices=[*BENCHMARKS, "all", "segmentation"],
+        help="published benchmark presets instead of --data ('segmentation': the eight segmentation ones, 'all': "
+        "those and ImageNet, COCO, Flickr30k)",
     )
+    parser.add_argument(
+        "--data_root", help="--benchmark: the folder holding each dataset's download (VOCdevkit/VOC2012, ...)"
+    )
+    parser.add_argument("--protocol", choices=sorted(PROTOCOLS), default="default", help="--benchmark segmentation")
+    parser.add_argument("--max_images", type=int, help="--benchmark: the first N images of each (a quick look)")
+    parser.add_argument("--markdown", help="--benchmark: also write a Markdown table here")
+    parser.add_argument("--model_card", help="--benchmark: write a model card (README.md) with these results here")
     parser.add_argument("--split", default="test", help="split name recorded in the results")
     parser.add_argument("--tasks", nargs="+", choices=list(TASKS), default=["classification", "retrieval"])
     parser.add_argument("--class_names", help="comma-separated class names, in label order")
@@ -57,6 +81,10 @@ def main(argv: list[str] | None = None) -> dict:
 
     model = AutoModel.from_pretrained(args.model).eval()
     processor = AutoProcessor.from_pretrained(args.model)
+    if args.benchmark:
+        return run_benchmarks(model, processor, args)
+    if not args.data:
+        parser.error("pass --data (any dataset) or --benchmark with --data_root (the published benchmarks)")
     dataset = load_image_text_dataset(args.data)
     probe = load_image_text_dataset(args.probe_data) if args.probe_data else None
     columns = dataset.column_names
@@ -90,6 +118,38 @@ def main(argv: list[str] | None = None) -> dict:
     for entry in results["results"]:
         print(entry["task"], json.dumps(entry["metrics"]))
     write_results(args.results, results)
+    return results
+
+
+def run_benchmarks(model, processor, args) -> dict:
+    """The `--benchmark` presets, one after the other: a results JSON, a Markdown table, a model card."""
+    if not args.data_root:
+        raise ValueError("--benchmark needs --data_root, the folder holding the datasets (docs/evaluation.md).")
+    names = []
+    for name in args.benchmark:
+        if name in ("all", "segmentation"):
+            names += [b for b, preset in BENCHMARKS.items() if name == "all" or preset.task == "segmentation"]
+        else:
+            names.append(name)
+    entries = []
+    for name in dict.fromkeys(names):
+        root = os.path.join(args.data_root, BENCHMARKS[name].directory)
+        with torch.no_grad():
+            entry = evaluate_benchmark(
+                model, processor, name, root, args.protocol, args.dense_method, args.max_images, args.batch_size
+            )
+        print(entry["dataset"], entry["protocol"], json.dumps(entry["metrics"]), flush=True)
+        entries.append(entry)
+    results = {"model": args.model, "results": entries}
+    table = results_table(entries)
+    print(table)
+    write_results(args.results, results)
+    if args.markdown:
+        with open(args.markdown, "w") as file:
+            file.write(table)
+    if args.model_card:
+        os.makedirs(args.model_card, exist_ok=True)
+        write_model_card(args.model_card, model.config, results=results)
     return results
 
 

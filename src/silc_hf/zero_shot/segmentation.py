@@ -49,11 +49,34 @@ def _patch_scores(
     return logits.permute(0, 3, 1, 2)
 
 
-def _windows(length: int, window: int, stride: int) -> list[int]:
+def window_starts(length: int, window: int, stride: int) -> list[int]:
+    """Start offsets of windows of `window` pixels every `stride` over `length`, the last one flush with the end
+    (mmseg's `slide` grid); one window at 0 when `length <= window`."""
+    if length <= window:
+        return [0]
     starts = list(range(0, length - window + 1, stride))
     if starts[-1] != length - window:
         starts.append(length - window)
     return starts
+
+
+def sliding_window_scores(score_window, pixels: torch.Tensor, window: int, stride: int) -> torch.Tensor:
+    """Per-class scores `(C, H, W)` of an image `pixels` `(1, 3, H, W)`, from windows of `window x window` pixels
+    (smaller where the image is) every `stride` pixels: `score_window(crop)` gives each window's patch scores
+    `(1, C, h, w)`, which are upsampled bilinearly to the window's pixels and averaged where windows overlap (the
+    sliding-window inference of mmseg's `slide` mode, used by TCL and SCLIP)."""
+    height, width = pixels.shape[-2:]
+    total, count = None, torch.zeros(1, height, width)
+    for top in window_starts(height, window, stride):
+        for left in window_starts(width, window, stride):
+            crop = pixels[..., top : top + window, left : left + window]
+            scores = score_window(crop)
+            scores = F.interpolate(scores, size=crop.shape[-2:], mode="bilinear", align_corners=False)[0].cpu()
+            if total is None:
+                total = torch.zeros(scores.shape[0], height, width)
+            total[:, top : top + crop.shape[-2], left : left + crop.shape[-1]] += scores
+            count[:, top : top + crop.shape[-2], left : left + crop.shape[-1]] += 1
+    return total / count
 
 
 @torch.no_grad()
@@ -81,17 +104,10 @@ def segment_pixels(
         logits = F.interpolate(logits, size=(height, width), mode="bilinear", align_corners=False)[0].cpu()
         return ensure_finite(logits[None], [name], "segmentation scores")[0]
     stride = max(1, int(size * stride_fraction))
-    total = torch.zeros(text_embeds.shape[0], height, width)
-    count = torch.zeros(1, height, width)
-    for top in _windows(height, size, stride):
-        for left in _windows(width, size, stride):
-            crop = full[..., top : top + size, left : left + size]
-            logits = _patch_scores(model, crop, text_embeds, method, interpolate=False)
-            total[:, top : top + size, left : left + size] += F.interpolate(
-                logits, size=(size, size), mode="bilinear", align_corners=False
-            )[0].cpu()
-            count[:, top : top + size, left : left + size] += 1
-    return ensure_finite((total / count)[None], [name], "segmentation scores")[0]
+    logits = sliding_window_scores(
+        lambda crop: _patch_scores(model, crop, text_embeds, method, interpolate=False), full, size, stride
+    )
+    return ensure_finite(logits[None], [name], "segmentation scores")[0]
 
 
 @torch.no_grad()
@@ -192,5 +208,7 @@ __all__ = [
     "result_to_pipeline_output",
     "segment_pixels",
     "segmentation_inputs",
+    "sliding_window_scores",
+    "window_starts",
     "zero_shot_segmentation",
 ]
