@@ -281,22 +281,27 @@ class _ColourProcessor:
         return {"input_ids": torch.tensor([COLOURS[t.split()[0]] for t in text], dtype=torch.float32) / 255}
 
 
-def test_retrieval_preset_reads_the_karpathy_test_split_and_ranks_as_constructed(tmp_path):
-    root = tmp_path / "flickr30k"
-    (root / "images").mkdir(parents=True)
+@pytest.mark.parametrize("name", ["flickr30k_1k", "coco_5k"])
+def test_retrieval_presets_read_the_karpathy_test_split_and_rank_as_constructed(name, tmp_path):
+    root = tmp_path / BENCHMARKS[name].directory
+    folder = "val2014" if name == "coco_5k" else ""  # COCO's entries name their folder ("filepath"), Flickr's do not
+    (root / "images" / folder).mkdir(parents=True)
     images = []
     for index, colour in enumerate(["red", "green", "blue", "red"]):
-        Image.new("RGB", (8, 8), COLOURS[colour]).save(root / "images" / f"{index}.jpg")
+        Image.new("RGB", (8, 8), COLOURS[colour]).save(root / "images" / folder / f"{index}.jpg")
         split = "test" if index < 3 else "train"  # the train image must not be read
         sentences = [{"raw": f"{colour} picture"}, {"raw": "navy sky" if colour == "red" else f"{colour} thing"}]
-        images.append({"filename": f"{index}.jpg", "split": split, "sentences": sentences})
-    (root / "dataset_flickr30k.json").write_text(json.dumps({"images": images}))
-    dataset = read_layout("flickr30k_1k", str(root))
-    assert len(dataset) == 3 and dataset["text"][0] == ["red picture", "navy sky"]
+        sentences += [{"raw": f"{colour} {n}"} for n in range(3)] + [{"raw": "red sixth caption"}]  # 6: 5 are kept
+        entry = {"filename": f"{index}.jpg", "split": split, "sentences": sentences}
+        images.append({**entry, "filepath": folder} if folder else entry)
+    split_file = "dataset_coco.json" if name == "coco_5k" else "dataset_flickr30k.json"
+    (root / split_file).write_text(json.dumps({"images": images}))
+    dataset = read_layout(name, str(root))
+    assert len(dataset) == 3 and dataset["text"][0] == ["red picture", "navy sky", "red 0", "red 1", "red 2"]
     metrics = evaluate_retrieval(_ColourModel(), _ColourProcessor(), dataset)
-    # every image finds one of its captions first; of the texts, "navy sky" (the red image's) finds the blue image
+    # every image finds one of its captions first; of the 15 texts, "navy sky" (the red image's) finds the blue image
     assert metrics["image_to_text_R@1"] == 1.0
-    assert metrics["text_to_image_R@1"] == pytest.approx(5 / 6)
+    assert metrics["text_to_image_R@1"] == pytest.approx(14 / 15)
 
 
 # ---------------------------------------------------------------------------------------------------- the command
