@@ -60,13 +60,18 @@ def _torchrun(data, output_dir, *extra):
     )
 
 
-def test_ddp_and_fsdp_train_identically(tmp_path):
+PATCH = ["--patch_distill_weight", "1.0", "--patch_head", "separate"]
+
+
+@pytest.mark.parametrize("options", [[], PATCH], ids=["silc", "masked-patch"])
+def test_ddp_and_fsdp_train_identically(tmp_path, options):
     write_caption_folder(tmp_path / "data", n=32, seed=3)
-    ddp_logs, ddp_weights = _torchrun(tmp_path / "data", tmp_path / "ddp")
-    fsdp_logs, fsdp_weights = _torchrun(tmp_path / "data", tmp_path / "fsdp", *FSDP)
+    ddp_logs, ddp_weights = _torchrun(tmp_path / "data", tmp_path / "ddp", *options)
+    fsdp_logs, fsdp_weights = _torchrun(tmp_path / "data", tmp_path / "fsdp", *FSDP, *options)
     assert len(ddp_logs) == len(fsdp_logs) == 4
+    keys = ("loss", "contrastive_loss", "distillation_loss") + (("patch_distillation_loss",) if options else ())
     for ddp, fsdp in zip(ddp_logs, fsdp_logs):
-        for key in ("loss", "contrastive_loss", "distillation_loss"):
+        for key in keys:
             assert fsdp[key] == pytest.approx(ddp[key], rel=1e-4), key
     assert ddp_weights.keys() == fsdp_weights.keys()
     for key in ddp_weights:

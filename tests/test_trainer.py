@@ -210,40 +210,44 @@ def test_evaluate_reports_the_zero_shot_metrics_during_training(caption_folder, 
     assert trainer.evaluate()["eval_segmentation_mIoU"] == expected["segmentation_mIoU"]
 
 
-def test_bf16_autocast_tracks_the_float32_run(caption_folder, tmp_path):
+@pytest.mark.parametrize("options", [{}, {"patch_distill_weight": 1.0}], ids=["silc", "masked-patch"])
+def test_bf16_autocast_tracks_the_float32_run(caption_folder, tmp_path, options):
     """10 steps under --bf16 (CPU autocast) against float32 from the same init and data. bf16 keeps 8 mantissa
     bits (relative rounding 2^-9 = 0.2 %); matmuls in bf16 through a few layers give ~1 % on a loss, and the
     runs' weights drift apart over the steps (measured: at most 1.5 % over these 10 steps), so each logged
     loss is compared at 3 % relative. Weights, teacher and center stay float32."""
     logs = {}
     for name, extra in (("float32", {}), ("bf16", {"bf16": True})):
-        trainer = tiny_trainer(caption_folder, tiny_training_args(tmp_path / name, max_steps=10, **extra))
+        trainer = tiny_trainer(caption_folder, tiny_training_args(tmp_path / name, max_steps=10, **extra, **options))
         trainer.train()
         logs[name] = [e for e in trainer.state.log_history if "contrastive_loss" in e]
         wrapper = trainer.model
         assert all(p.dtype == torch.float32 for p in wrapper.parameters())
         assert wrapper.distillation_loss.center.dtype == torch.float32
     assert len(logs["bf16"]) == len(logs["float32"]) == 10
+    keys = ("contrastive_loss", "distillation_loss") + (("patch_distillation_loss",) if options else ())
     for reference, mixed in zip(logs["float32"], logs["bf16"]):
-        for key in ("contrastive_loss", "distillation_loss"):
+        for key in keys:
             assert mixed[key] == pytest.approx(reference[key], rel=0.03), (reference["step"], key)
     # and bf16 really ran: the losses are not bit-identical
     assert any(m["loss"] != r["loss"] for r, m in zip(logs["float32"], logs["bf16"]))
 
 
 def test_torch_compile_compiles_the_towers_as_whole_graphs_and_trains_like_eager(caption_folder, tmp_path):
-    """--torch_compile (CPU inductor): the towers, head and teacher compile with fullgraph=True (a graph break or
-    a host sync in their forward would raise), and 10 steps give the eager losses within 1e-4."""
-    logs = {}
+    """--torch_compile (CPU inductor): the towers and heads compile with fullgraph=True (a graph break or a host sync
+    in their forward would raise), and 10 steps give the eager losses within 1e-4; the masked patch loss on (the
+    student's masked forward is one more graph)."""
+    logs, patch = {}, {"patch_distill_weight": 1.0}
     for name, extra in (("eager", {}), ("compiled", {"torch_compile": True})):
-        trainer = tiny_trainer(caption_folder, tiny_training_args(tmp_path / name, max_steps=10, **extra))
+        trainer = tiny_trainer(caption_folder, tiny_training_args(tmp_path / name, max_steps=10, **extra, **patch))
         trainer.train()
         logs[name] = [e for e in trainer.state.log_history if "contrastive_loss" in e]
     wrapper = trainer.model
-    assert all(m._compiled_call_impl is not None for m in (wrapper.student.vision_model, wrapper.teacher))
+    compiled_modules = (wrapper.student.vision_model, wrapper.teacher.vision_model, wrapper.teacher.head)
+    assert all(m._compiled_call_impl is not None for m in compiled_modules)
     assert len(logs["compiled"]) == 10
     for eager, compiled in zip(logs["eager"], logs["compiled"]):
-        for key in ("contrastive_loss", "distillation_loss"):
+        for key in ("contrastive_loss", "distillation_loss", "patch_distillation_loss"):
             assert compiled[key] == pytest.approx(eager[key], abs=1e-4), (eager["step"], key)
 
 

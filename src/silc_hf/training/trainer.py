@@ -133,14 +133,17 @@ class SilcTrainer(Trainer):
 
     @staticmethod
     def compile_towers(model: SilcPretrainingModel, args: SilcTrainingArguments) -> None:
-        """`--torch_compile`: compile the student's towers, its head and the teacher in place, each as one graph
+        """`--torch_compile`: compile the student's towers, its heads and the teacher's in place, each as one graph
         (`fullgraph=True`) per input shape (`dynamic=False`: global and local views are two shapes), rather than
         the whole step (its batched augmentation branches on the data). State-dict keys do not change."""
         options = dict(fullgraph=True, dynamic=False, backend=args.torch_compile_backend or "inductor")
         if args.torch_compile_mode:
             options["mode"] = args.torch_compile_mode
-        for module in (model.student.vision_model, model.student.text_model, model.student_head, model.teacher):
-            module.compile(**options)
+        teacher = model.teacher
+        modules = (model.student.vision_model, model.student.text_model, model.student_head, model.student_patch_head)
+        for module in (*modules, teacher.vision_model, teacher.head, teacher.patch_head):
+            if module is not None:  # no teacher tower (head-only teacher), no separate patch head
+                module.compile(**options)
 
     def _build_accelerator_args(self, **kwargs) -> dict:
         args = super()._build_accelerator_args(**kwargs)
