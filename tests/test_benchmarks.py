@@ -201,6 +201,20 @@ def test_a_window_the_size_of_the_image_is_one_forward_pass():
     assert torch.equal(window, one)
 
 
+def test_a_window_covering_the_image_is_the_models_forward_on_the_whole_image():
+    torch.manual_seed(0)
+    model = SilcModel(tiny_silc_config()).eval()  # 32 px input, 8 px patches
+    text = torch.nn.functional.normalize(torch.randn(3, 32), dim=-1)
+    pixels = torch.randn(1, 3, 48, 40)
+
+    def scores(crop):
+        return bench.cosine_scores(model, crop, text, "value")
+
+    whole = torch.nn.functional.interpolate(scores(pixels), size=(48, 40), mode="bilinear", align_corners=False)[0]
+    assert torch.equal(sliding_window_scores(scores, pixels, window=48, stride=24), whole)
+    assert not torch.allclose(sliding_window_scores(scores, pixels, window=32, stride=16), whole)  # 6 windows
+
+
 def test_overlapping_windows_average_their_scores_at_full_resolution():
     """Width 6, window 4, stride 2: windows at 0 and 2; each window scores a constant (its left edge + 1), so
     columns 0-1 get 1, columns 2-3 the mean of 1 and 3, columns 4-5 get 3."""
