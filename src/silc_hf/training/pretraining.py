@@ -261,10 +261,12 @@ class SilcPretrainingModel(nn.Module):
         prefix = self.student.vision_model.embeddings.num_prefix_tokens
         selected = view_masks if self.patch_loss_tokens == "masked" else torch.ones_like(view_masks)
         weights = (1.0 / selected.sum(dim=1, keepdim=True).clamp(min=1)).expand_as(selected)[selected]
-        student_head = self.student_patch_head or self.student_head
+        separate = self.student_patch_head is not None
+        student_head = self.student_patch_head if separate else self.student_head
+        teacher_head = self.teacher.patch_head if separate else self.teacher.head
         bottleneck = student_head.bottleneck(out.last_hidden_state[:, prefix:][selected])
         student_logits = student_head.prototype_scores(bottleneck).float()
-        teacher_logits = (self.teacher.patch_head or self.teacher.head)(teacher_tokens[masked_views][selected]).float()
+        teacher_logits = teacher_head(teacher_tokens[masked_views][selected]).float()
         loss_fn = self.patch_distillation_loss
         with _float32(global_pixels.device):
             teacher_probs = loss_fn.teacher_probabilities([teacher_logits], teacher_temperature)[0]
