@@ -238,6 +238,9 @@ class DistillationLoss(nn.Module):
         if is_distributed():
             dist.all_reduce(batch_sum)
             dist.all_reduce(count)
+        self._move_center(batch_sum, count)
+
+    def _move_center(self, batch_sum: torch.Tensor, count: torch.Tensor) -> None:
         self.center.mul_(self.center_momentum).add_(batch_sum / count, alpha=1 - self.center_momentum)
 
 
@@ -267,19 +270,8 @@ class PatchDistillationLoss(DistillationLoss):
         per_token = -(teacher_probs * log_p_student).sum(dim=-1)
         return (per_token * token_weights).sum() / num_views
 
-    @torch.no_grad()
-    def update_center(self, teacher_output: torch.Tensor | None = None) -> None:
-        """As `DistillationLoss.update_center`, except that a step whose global batch selected no token (possible
-        with `mask_probability` < 0.5) leaves the centre where it is."""
-        if teacher_output is not None:
-            self.record_center(teacher_output)
-        if self._pending_sum is None:
-            return
-        batch_sum = self._pending_sum
-        count = torch.tensor(float(self._pending_count), device=batch_sum.device)
-        self.discard_pending_center()
-        if is_distributed():
-            dist.all_reduce(batch_sum)
-            dist.all_reduce(count)
+    def _move_center(self, batch_sum: torch.Tensor, count: torch.Tensor) -> None:
+        """As `DistillationLoss`'s, except that a step whose global batch selected no token (possible with
+        `mask_probability` < 0.5) leaves the centre where it is."""
         moved = self.center * self.center_momentum + batch_sum / count.clamp(min=1) * (1 - self.center_momentum)
         self.center.copy_(torch.where(count > 0, moved, self.center))

@@ -266,12 +266,11 @@ class SilcTrainer(Trainer):
         wrapper = self.pretraining_model
         if (weight > 0 or patch_weight > 0) and not bool(wrapper.distillation_started):
             wrapper.start_distillation()
-        if patch_weight > 0:
-            inputs["patch_distill_weight"] = patch_weight
         outputs = model(
             **inputs,
             teacher_temperature=self.teacher_temperature_at(step),
             distill_weight=weight,
+            patch_distill_weight=patch_weight,
             contrastive_weight=self.args.contrastive_weight,
             koleo_weight=self.args.koleo_weight,
         )

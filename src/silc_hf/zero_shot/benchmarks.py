@@ -34,7 +34,7 @@ from .metrics import (
 )
 from .prompts import encode_class_names
 from .protocols import SegmentationProtocol, get_protocol
-from .segmentation import sliding_window_scores
+from .segmentation import cosine_scores, sliding_window_scores
 
 
 @dataclass(frozen=True)
@@ -237,17 +237,6 @@ def resize_short_side(image: PILImage.Image, short_side: int | None, max_long_si
     scale = min(short_side / min(width, height), max_long_side / max(width, height))
     size = (int(width * scale + 0.5), int(height * scale + 0.5))
     return image if size == image.size else image.resize(size, PILImage.Resampling.BILINEAR)
-
-
-@torch.no_grad()
-def cosine_scores(model, pixels: torch.Tensor, text_embeds: torch.Tensor, method: str) -> torch.Tensor:
-    """Cosine similarity of each patch's embedding with each text embedding, `(1, Q, grid_h, grid_w)`."""
-    size = model.config.vision_config.image_size
-    interpolate = tuple(pixels.shape[-2:]) != (size, size)
-    dense = model.get_dense_image_features(
-        pixels.to(model.device, model.dtype), method, interpolate_pos_encoding=interpolate
-    )
-    return (F.normalize(dense.float(), dim=-1) @ text_embeds.t()).permute(0, 3, 1, 2)
 
 
 def class_probabilities(

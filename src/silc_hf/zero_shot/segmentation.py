@@ -37,16 +37,22 @@ class SegmentationResult:
     class_names: list[str]
 
 
-def _patch_scores(
-    model, pixel_values: torch.Tensor, text_embeds: torch.Tensor, method: str, interpolate: bool
-) -> torch.Tensor:
-    """Class logits per patch `(batch, C, grid_h, grid_w)`: scaled cosine similarity plus bias."""
+@torch.no_grad()
+def cosine_scores(model, pixels: torch.Tensor, text_embeds: torch.Tensor, method: str = "value") -> torch.Tensor:
+    """Cosine similarity of each patch's embedding with each text embedding, `(batch, Q, grid_h, grid_w)`; inputs
+    of another size than the model's run with interpolated position embeddings."""
+    size = model.config.vision_config.image_size
+    interpolate = tuple(pixels.shape[-2:]) != (size, size)
     dense = model.get_dense_image_features(
-        pixel_values.to(model.device, model.dtype), method, interpolate_pos_encoding=interpolate
+        pixels.to(model.device, model.dtype), method, interpolate_pos_encoding=interpolate
     )
-    dense = F.normalize(dense.float(), dim=-1)  # (batch, grid_h, grid_w, dim)
-    logits = dense @ text_embeds.t() * model.logit_scale.float().exp() + model.logit_bias.float()
-    return logits.permute(0, 3, 1, 2)
+    return (F.normalize(dense.float(), dim=-1) @ text_embeds.t()).permute(0, 3, 1, 2)
+
+
+def _patch_scores(model, pixel_values: torch.Tensor, text_embeds: torch.Tensor, method: str) -> torch.Tensor:
+    """Class logits per patch `(batch, C, grid_h, grid_w)`: scaled cosine similarity plus bias."""
+    cosines = cosine_scores(model, pixel_values, text_embeds, method)
+    return cosines * model.logit_scale.float().exp() + model.logit_bias.float()
 
 
 def window_starts(length: int, window: int, stride: int) -> list[int]:
@@ -100,13 +106,11 @@ def segment_pixels(
     size = model.config.vision_config.image_size
     height, width = full.shape[-2:]
     if not sliding_window or min(height, width) < size or (height, width) == (size, size):
-        logits = _patch_scores(model, resized, text_embeds, method, interpolate=False)
+        logits = _patch_scores(model, resized, text_embeds, method)
         logits = F.interpolate(logits, size=(height, width), mode="bilinear", align_corners=False)[0].cpu()
         return ensure_finite(logits[None], [name], "segmentation scores")[0]
     stride = max(1, int(size * stride_fraction))
-    logits = sliding_window_scores(
-        lambda crop: _patch_scores(model, crop, text_embeds, method, interpolate=False), full, size, stride
-    )
+    logits = sliding_window_scores(lambda crop: _patch_scores(model, crop, text_embeds, method), full, size, stride)
     return ensure_finite(logits[None], [name], "segmentation scores")[0]
 
 
@@ -203,6 +207,7 @@ __all__ = [
     "BACKGROUND",
     "SegmentationResult",
     "class_logits",
+    "cosine_scores",
     "logits_to_result",
     "open_vocabulary_logits",
     "result_to_pipeline_output",
