@@ -16,6 +16,7 @@ one embedding); `--captions main` replaces every caption by the main thing's nam
 """
 
 import copy
+import json
 import time
 
 import numpy as np
@@ -66,7 +67,16 @@ def mean_cosine(embeddings: torch.Tensor) -> float:
 
 
 def train_contrastive(
-    train_x, captions, test_x, test_y, steps: int, batch_size: int, learning_rate: float, seed: int, logit_scale=None
+    train_x,
+    captions,
+    test_x,
+    test_y,
+    steps: int,
+    batch_size: int,
+    learning_rate: float,
+    seed: int,
+    logit_scale=None,
+    model_overrides: dict | None = None,
 ):
     """The demo's two towers on (image, caption) pairs with the image-text loss (gradient norm clipped at 1, as the
     Trainer does); the test predictions ("a {}" over the things) and the curve of loss and test top-1."""
@@ -77,6 +87,8 @@ def train_contrastive(
     )
     if logit_scale is not None:
         config["logit_scale_init_value"] = logit_scale
+    for key, value in (model_overrides or {}).items():
+        config[key] = {**config[key], **value} if isinstance(value, dict) else value
     torch.manual_seed(seed)
     model = SilcModel(SilcConfig(**config))
     text = tokenizer(captions, padding="max_length", truncation=True, return_tensors="pt")
@@ -168,6 +180,13 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument(
         "--logit_scale_init", type=float, help="contrastive: initial log logit scale (default: the demo model's)"
     )
+    parser.add_argument(
+        "--model",
+        type=json.loads,
+        default={},
+        help='contrastive: changes to the demo model\'s config, as JSON (e.g. \'{"text_config": {"pooling_type": '
+        '"mean"}}\')',
+    )
     parser.add_argument("--results", help="write the results as JSON")
     args = parser.parse(argv)
     start = time.time()
@@ -181,7 +200,9 @@ def main(argv: list[str] | None = None) -> dict:
     else:
         if args.captions == "main":
             captions = [f"a {THINGS[label]}" for label in train_y.tolist()]
-        predictions, curve = train_contrastive(train_x, captions, test_x, test_y, *budget, args.logit_scale_init)
+        predictions, curve = train_contrastive(
+            train_x, captions, test_x, test_y, *budget, args.logit_scale_init, args.model
+        )
     correct = (predictions == test_y).float()
     top1 = correct.mean().item()
     per_class = {name: correct[test_y == k].mean().item() for k, name in enumerate(THINGS) if (test_y == k).any()}
@@ -194,6 +215,7 @@ def main(argv: list[str] | None = None) -> dict:
         "objective": args.objective,
         "captions": args.captions if args.objective == "contrastive" else None,
         "logit_scale_init": args.logit_scale_init,
+        "model_overrides": args.model,
         "top1": top1,
         "top1_per_class": per_class,
         "colour_only_top1": colour,

@@ -346,3 +346,32 @@ def test_scripts_print_user_errors_without_a_traceback(capsys, monkeypatch):
     monkeypatch.setenv("SILC_DEBUG", "1")
     with pytest.raises(ValueError, match="--train_data is required"):
         run_script(main)
+
+
+def test_an_imagefolder_with_metadata_reads_as_datasets_imagefolder_reads_it(tmp_path):
+    """The fast path for `metadata.jsonl` folders gives `datasets`' imagefolder's columns, features and values (an
+    extra `<name>_file_name` image column and a nested file included)."""
+    import datasets
+
+    rows = write_caption_folder(tmp_path, n=6)
+    (tmp_path / "masks").mkdir()
+    for i, row in enumerate(rows):
+        Image.fromarray(np.full((8, 8), i, dtype=np.uint8)).save(tmp_path / "masks" / f"{i}.png")
+        row.update(mask_file_name=f"masks/{i}.png", label=i % 3)
+    (tmp_path / "metadata.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    ours = load_image_text_dataset(str(tmp_path))
+    reference = datasets.load_dataset("imagefolder", data_dir=str(tmp_path), split="train")
+    assert ours.features == reference.features
+    for mine, theirs in zip(ours, reference, strict=True):
+        assert mine.keys() == theirs.keys()
+        assert np.array_equal(np.asarray(mine["image"]), np.asarray(theirs["image"]))
+        assert np.array_equal(np.asarray(mine["mask"]), np.asarray(theirs["mask"]))
+        assert (mine["text"], mine["label"]) == (theirs["text"], theirs["label"])
+    streamed = next(iter(load_image_text_dataset(str(tmp_path), streaming=True)))
+    assert streamed["text"] == rows[0]["text"]
+
+
+def test_an_imagefolder_metadata_row_without_file_name_is_named(tmp_path):
+    (tmp_path / "metadata.jsonl").write_text(json.dumps({"text": "a red circle"}))
+    with pytest.raises(ValueError, match=r"metadata.jsonl must hold one JSON object with a 'file_name'"):
+        load_image_text_dataset(str(tmp_path))

@@ -3,6 +3,7 @@ shards or of `.parquet` files, a shard pattern, a Hub dataset id, or `synthetic:
 scenes, `silc_hf.data.scenes`); and RGB conversion of any Pillow image. Used by training and evaluation alike."""
 
 import glob
+import json
 import os
 import re
 
@@ -90,6 +91,9 @@ def load_image_text_dataset(data: str, split: str = "train", streaming: bool = F
         parquet = sorted(glob.glob(os.path.join(data, "*.parquet")))
         if parquet:  # a Hub dataset's parquet files, downloaded (or `Dataset.to_parquet`)
             return datasets.load_dataset("parquet", data_files={split: parquet}, split=split, streaming=streaming)
+        if os.path.exists(os.path.join(data, "metadata.jsonl")):
+            dataset = read_imagefolder_metadata(data)
+            return dataset.to_iterable_dataset() if streaming else dataset
         return datasets.load_dataset("imagefolder", data_dir=data, split=split, streaming=streaming)
     if "://" in data and (".tar" in data or "{" in data):  # remote shards: https://, s3://, gs://, hf://
         shards = expand_braces(data)  # nothing to check before the first request (credentials: the environment)
@@ -107,6 +111,28 @@ def load_image_text_dataset(data: str, split: str = "train", streaming: bool = F
         )
     check_hub_dataset(data)
     return datasets.load_dataset(data, split=split, streaming=streaming)
+
+
+def read_imagefolder_metadata(directory: str):
+    """An imagefolder described by its top-level `metadata.jsonl`, read as `datasets`' `imagefolder` reads it (one
+    row per line; `file_name` becomes the `image` column and every other `<name>_file_name` the `<name>` column, both
+    decoded lazily as images; the other fields as they are), without `datasets`' discovery of the data files, which
+    stats every file of the folder once per pattern it tries (34 s for the demo's 40 000 files, 0.5 s this way)."""
+    import datasets
+
+    path = os.path.join(directory, "metadata.jsonl")
+    with open(path) as file:
+        rows = [json.loads(line) for line in file if line.strip()]
+    if not rows or any("file_name" not in row for row in rows):
+        raise ValueError(f"{path} must hold one JSON object with a 'file_name' per image (imagefolder's layout).")
+    image_keys = [key for key in rows[0] if key == "file_name" or key.endswith("_file_name")]
+    names = {key: "image" if key == "file_name" else key.removesuffix("_file_name") for key in image_keys}
+    columns = {names[key]: [os.path.join(directory, row[key]) for row in rows] for key in image_keys}
+    columns.update({key: [row.get(key) for row in rows] for key in rows[0] if key not in names})
+    dataset = datasets.Dataset.from_dict(columns)
+    for name in names.values():
+        dataset = dataset.cast_column(name, datasets.Image())
+    return dataset
 
 
 def check_hub_dataset(data: str) -> None:
