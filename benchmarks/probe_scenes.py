@@ -13,6 +13,10 @@ cosine between the batch's image embeddings and between its text embeddings: nea
 one embedding); `--captions main` replaces every caption by the main thing's name.
 
     python benchmarks/probe_scenes.py --objective contrastive [--captions scenes|main] [--steps 2000]
+
+What else can change in that loop, one thing at a time: `--learning_rate`, `--batch_size`, `--logit_scale_init`, the
+towers (`--model '{"text_config": {"pooling_type": "mean", "causal_attention": false}}'`) and how often the captions
+name what (`--caption_words OTHER_THING_WORD_PROB=0.25 GROUND_WORD_PROB=0.3`; the images stay the same).
 """
 
 import copy
@@ -24,12 +28,22 @@ import torch
 import torch.nn.functional as F
 
 from silc_hf import SilcConfig, SilcModel, SilcVisionConfig, SilcVisionModel
+from silc_hf.data import scenes
 from silc_hf.data.scenes import LABELS, THINGS, generate
 from silc_hf.demo.recipe import DATA_SIZES, DEMO_MODEL
 from silc_hf.modeling_silc import contrastive_loss, image_text_logits
 from silc_hf.tools.cli import ArgumentParser, run_script, write_results
 from silc_hf.training.tokenization import train_clip_tokenizer
 from silc_hf.zero_shot.metrics import linear_probe_accuracy
+
+CAPTION_WORD_PROBS = (
+    "COLOR_WORD_PROB",
+    "SIZE_WORD_PROB",
+    "POSITION_WORD_PROB",
+    "OTHER_THING_WORD_PROB",
+    "GROUND_WORD_PROB",
+    "TOP_WORD_PROB",
+)
 
 
 def arrays(split: str, count: int, image_size: int):
@@ -187,8 +201,21 @@ def main(argv: list[str] | None = None) -> dict:
         help='contrastive: changes to the demo model\'s config, as JSON (e.g. \'{"text_config": {"pooling_type": '
         '"mean"}}\')',
     )
+    parser.add_argument(
+        "--caption_words",
+        nargs="*",
+        default=[],
+        metavar="NAME=P",
+        help="contrastive: other probabilities for the captions' words, e.g. OTHER_THING_WORD_PROB=0.25 "
+        f"(names: {', '.join(CAPTION_WORD_PROBS)}; the images do not change)",
+    )
     parser.add_argument("--results", help="write the results as JSON")
     args = parser.parse(argv)
+    caption_words = dict(item.split("=") for item in args.caption_words)
+    for name, value in caption_words.items():
+        if name not in CAPTION_WORD_PROBS:
+            parser.error(f"--caption_words {name}: not one of {', '.join(CAPTION_WORD_PROBS)}")
+        setattr(scenes, name, float(value))  # read when each caption is drawn, after its scene's image
     start = time.time()
     train_x, train_y, train_colour, captions = arrays("train", args.train, args.image_size)
     test_x, test_y, test_colour, _ = arrays("test", args.test, args.image_size)
@@ -212,10 +239,12 @@ def main(argv: list[str] | None = None) -> dict:
         "test_scenes": args.test,
         "steps": args.steps,
         "batch_size": args.batch_size,
+        "learning_rate": args.learning_rate,
         "objective": args.objective,
         "captions": args.captions if args.objective == "contrastive" else None,
         "logit_scale_init": args.logit_scale_init,
         "model_overrides": args.model,
+        "caption_words": caption_words,
         "top1": top1,
         "top1_per_class": per_class,
         "colour_only_top1": colour,
