@@ -211,10 +211,10 @@ def main(argv: list[str] | None = None) -> dict:
     )
     parser.add_argument("--results", help="write the results as JSON")
     args = parser.parse(argv)
-    caption_words = dict(item.split("=") for item in args.caption_words)
+    caption_words = dict(item.partition("=")[::2] for item in args.caption_words)
     for name, value in caption_words.items():
-        if name not in CAPTION_WORD_PROBS:
-            parser.error(f"--caption_words {name}: not one of {', '.join(CAPTION_WORD_PROBS)}")
+        if name not in CAPTION_WORD_PROBS or not value.replace(".", "", 1).isdigit():
+            parser.error(f"--caption_words {name}={value}: write NAME=P, NAME one of {', '.join(CAPTION_WORD_PROBS)}")
         setattr(scenes, name, float(value))  # read when each caption is drawn, after its scene's image
     start = time.time()
     train_x, train_y, train_colour, captions = arrays("train", args.train, args.image_size)
