@@ -45,6 +45,7 @@ def test_evaluator_metrics_equal_the_evaluation_functions():
         "image_to_text_R@1": recall["image_to_text_R@1"],
         "text_to_image_R@1": recall["text_to_image_R@1"],
         "segmentation_mIoU": segmentation["mIoU"],
+        "segmentation_top_class_share": max(segmentation["predicted_share"]),
     }
 
 

@@ -56,6 +56,9 @@ def test_segmentation_metrics_by_hand():
     assert metrics["per_class_IoU"] == [pytest.approx(iou0), pytest.approx(iou1), None]
     assert metrics["mIoU"] == pytest.approx((iou0 + iou1) / 2)
     assert metrics["pixel_accuracy"] == pytest.approx(4 / 7)
+    # 7 scored pixels: predicted 0 twice, 1 four times, 2 never (the background pixel is nobody's); truth 3 / 4 / 0
+    assert metrics["predicted_share"] == pytest.approx([2 / 7, 4 / 7, 0.0])
+    assert metrics["true_share"] == pytest.approx([3 / 7, 4 / 7, 0.0])
 
 
 def test_a_class_only_predicted_counts_with_zero_iou():

@@ -5,7 +5,7 @@ metric-vs-step curves of several runs, and a segmentation gallery with a legend.
 
 import numpy as np
 
-from ..zero_shot.metrics import IMAGE_TO_TEXT_R1, SEGMENTATION_MIOU, ZERO_SHOT_TOP1
+from ..zero_shot.metrics import IMAGE_TO_TEXT_R1, SEGMENTATION_MIOU, SEGMENTATION_TOP_SHARE, ZERO_SHOT_TOP1
 
 LOSSES = {"loss": "total", "contrastive_loss": "image-text", "distillation_loss": "distillation"}
 DIAGNOSTICS = {
@@ -17,6 +17,7 @@ EVALUATIONS = {
     f"eval_{ZERO_SHOT_TOP1}": "zero-shot top-1",
     f"eval_{IMAGE_TO_TEXT_R1}": "image→text R@1",
     f"eval_{SEGMENTATION_MIOU}": "zero-shot segmentation mIoU",
+    f"eval_{SEGMENTATION_TOP_SHARE}": "pixels given to the most-predicted name",
 }
 
 

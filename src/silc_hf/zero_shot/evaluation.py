@@ -25,6 +25,7 @@ from .metrics import (
     SEGMENTATION_MIOU,
     SEGMENTATION_PROBE_TASK,
     SEGMENTATION_TASK,
+    SEGMENTATION_TOP_SHARE,
     TEXT_TO_IMAGE_R1,
     ZERO_SHOT_TOP1,
     classes_of_mask,
@@ -447,4 +448,5 @@ class ZeroShotEvaluator:
                 self.mask_offset,
             )
             metrics[SEGMENTATION_MIOU] = segmentation["mIoU"]
+            metrics[SEGMENTATION_TOP_SHARE] = max(segmentation["predicted_share"])
         return metrics

@@ -22,6 +22,8 @@ ZERO_SHOT_TOP1 = "zero_shot_top1"
 IMAGE_TO_TEXT_R1 = "image_to_text_R@1"
 TEXT_TO_IMAGE_R1 = "text_to_image_R@1"
 SEGMENTATION_MIOU = "segmentation_mIoU"
+# share of the scored pixels given to the most-predicted class: near 1 when a segmenter paints everything one name
+SEGMENTATION_TOP_SHARE = "segmentation_top_class_share"
 
 
 def ranks(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -60,8 +62,8 @@ def confusion_matrix(
 
 
 def segmentation_metrics(confusion: torch.Tensor) -> dict:
-    """mIoU, per-class IoU (None for classes absent from prediction and ground truth) and pixel accuracy
-    from `confusion_matrix`."""
+    """mIoU, per-class IoU (None for classes absent from prediction and ground truth), pixel accuracy and each
+    class's share of the scored pixels in the prediction and in the ground truth, from `confusion_matrix`."""
     confusion = confusion.double()
     num_classes = confusion.shape[0]
     true_positive = confusion[:, :num_classes].diagonal()
@@ -75,6 +77,8 @@ def segmentation_metrics(confusion: torch.Tensor) -> dict:
         "mIoU": float(np.mean(present)) if present else float("nan"),
         "pixel_accuracy": true_positive.sum().item() / total if total else float("nan"),
         "per_class_IoU": iou,
+        "predicted_share": (predicted / total).tolist() if total else [float("nan")] * num_classes,
+        "true_share": (ground_truth / total).tolist() if total else [float("nan")] * num_classes,
     }
 
 
