@@ -1,8 +1,8 @@
 """Masked patch distillation (iBOT), the staged start and the head-only teacher.
 
 The patch loss against a hand computation, the masking generator, the mask token inside the tower, resumption,
-the staged start's teacher copy, the head-only teacher; and, with every option off, the step bit-identical to the
-one pinned before the options existed (`tests/fixtures/silc_step`). Two ranks = one process with the patch loss on:
+the staged start's teacher copy, the head-only teacher; and, with every option off, the step the one pinned before
+the options existed (`tests/fixtures/silc_step`). Two ranks = one process with the patch loss on:
 `test_distributed_training.py`.
 """
 
@@ -167,19 +167,25 @@ def test_the_mask_token_replaces_the_masked_patches_inside_the_tower():
         tower(pixel_values=pixels, bool_masked_pos=mask[:, :15], mask_token=token)
 
 
-def test_with_every_option_off_the_step_is_bit_identical_to_the_pinned_one(tmp_path):
+def test_with_every_option_off_the_step_is_the_pinned_one(tmp_path):
     sys.path.insert(0, str(REPOSITORY / "tests/fixtures/silc_step"))
     from make_reference import flat_state, reference_run
 
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as the reference was written: the sums depend on the thread count at 1e-7
+    torch.set_num_threads(1)  # as the reference was written
     try:
         state = flat_state(reference_run(tmp_path))
     finally:
         torch.set_num_threads(threads)
     reference = load_file(str(REPOSITORY / "tests/fixtures/silc_step/reference.safetensors"))
     assert state.keys() == reference.keys()
-    assert [key for key in reference if not torch.equal(state[key], reference[key])] == []
+    # Bit-identical on the machine and library versions that wrote the file; elsewhere the kernels sum in another
+    # order (1.7e-6 here with transformers 5.24). Any change to the step itself moves weights by about the learning
+    # rate (1e-3) per step. The optimizer moments are left out: the key biases get no gradient (softmax ignores a
+    # constant per query), so Adam turns rounding noise into a full-size update there.
+    torch.testing.assert_close(state["losses"], reference["losses"], rtol=1e-6, atol=0)
+    for key in (key for key in reference if not key.startswith("optimizer.")):
+        torch.testing.assert_close(state[key], reference[key], rtol=0, atol=2e-5, msg=key)
 
 
 def test_patch_distillation_trains_and_resumes_exactly(caption_folder, tmp_path):
