@@ -375,3 +375,14 @@ def test_an_imagefolder_metadata_row_without_file_name_is_named(tmp_path):
     (tmp_path / "metadata.jsonl").write_text(json.dumps({"text": "a red circle"}))
     with pytest.raises(ValueError, match=r"metadata.jsonl must hold one JSON object with a 'file_name'"):
         load_image_text_dataset(str(tmp_path))
+
+
+def test_an_imagefolder_metadata_field_of_later_rows_is_kept_and_a_missing_image_file_named(tmp_path):
+    rows = write_caption_folder(tmp_path, n=3)
+    rows[2]["source"] = "web"  # only the last row has it: a column all the same, None where absent
+    (tmp_path / "metadata.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    assert load_image_text_dataset(str(tmp_path))["source"] == [None, None, "web"]
+    rows[0]["mask_file_name"] = rows[0]["file_name"]  # the first row has a mask, the others not
+    (tmp_path / "metadata.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    with pytest.raises(ValueError, match=r"metadata.jsonl, line 2: no \['mask_file_name'\] \(other lines have it\)"):
+        load_image_text_dataset(str(tmp_path))

@@ -125,10 +125,14 @@ def read_imagefolder_metadata(directory: str):
         rows = [json.loads(line) for line in file if line.strip()]
     if not rows or any("file_name" not in row for row in rows):
         raise ValueError(f"{path} must hold one JSON object with a 'file_name' per image (imagefolder's layout).")
-    image_keys = [key for key in rows[0] if key == "file_name" or key.endswith("_file_name")]
+    keys = list(dict.fromkeys(key for row in rows for key in row))  # every row's fields, first seen first
+    image_keys = [key for key in keys if key == "file_name" or key.endswith("_file_name")]
+    for number, row in enumerate(rows, start=1):
+        if lacking := [key for key in image_keys if key not in row]:
+            raise ValueError(f"{path}, line {number}: no {lacking} (other lines have it); give every image its files.")
     names = {key: "image" if key == "file_name" else key.removesuffix("_file_name") for key in image_keys}
     columns = {names[key]: [os.path.join(directory, row[key]) for row in rows] for key in image_keys}
-    columns.update({key: [row.get(key) for row in rows] for key in rows[0] if key not in names})
+    columns.update({key: [row.get(key) for row in rows] for key in keys if key not in names})
     dataset = datasets.Dataset.from_dict(columns)
     for name in names.values():
         dataset = dataset.cast_column(name, datasets.Image())
