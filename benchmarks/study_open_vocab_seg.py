@@ -68,6 +68,10 @@ def table(records: list[dict]) -> str:
                 spread = statistics.stdev(values) if len(values) > 1 else 0.0
                 cells.append(f"{statistics.mean(values):.1f} ± {spread:.1f}")
         lines.append(f"| {backbone} | {len(runs)} | " + " | ".join(cells) + " |")
+    lines += ["", "| backbone | seed | trained unseen − zero-shot unseen | trained seen |", "|---|---|---|---|"]
+    for r in records:
+        gain = 100 * (r["trained"]["mIoU_unseen"] - r["zero_shot"]["mIoU_unseen"])
+        lines.append(f"| {r['backbone']} | {r['seed']} | {gain:+.1f} | {100 * r['trained']['mIoU_seen']:.1f} |")
     return "\n".join(lines)
 
 
