@@ -7,6 +7,8 @@ the options existed (`tests/fixtures/silc_step`). Two ranks = one process with t
 """
 
 import math
+import os
+import subprocess
 import sys
 
 import numpy as np
@@ -167,6 +169,26 @@ def test_the_mask_token_replaces_the_masked_patches_inside_the_tower():
         tower(pixel_values=pixels, bool_masked_pos=mask[:, :15], mask_token=token)
 
 
+PINNED_COMMIT = "5038825"  # the last commit before the options: its code and its make_reference.py
+
+
+def pinned_commit_state(tmp_path) -> dict[str, torch.Tensor] | None:
+    """The pinned commit's own three steps, run here by its own code in a fresh interpreter (one thread): a
+    comparison bit for bit needs the same machine and libraries. None where the checkout has no git history."""
+    git = ["git", "-C", str(REPOSITORY)]
+    if subprocess.run([*git, "cat-file", "-e", f"{PINNED_COMMIT}^{{commit}}"], capture_output=True).returncode:
+        return None
+    old = tmp_path / "pinned"
+    old.mkdir()
+    archive = subprocess.run([*git, "archive", PINNED_COMMIT, "src", "tests"], capture_output=True, check=True)
+    subprocess.run(["tar", "-x", "-C", str(old)], input=archive.stdout, check=True)
+    env = {**os.environ, "PYTHONPATH": str(old / "src"), "OMP_NUM_THREADS": "1"}
+    script = old / "tests/fixtures/silc_step/make_reference.py"
+    run = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-2000:]
+    return load_file(str(script.parent / "reference.safetensors"))
+
+
 def test_with_every_option_off_the_step_is_the_pinned_one(tmp_path):
     sys.path.insert(0, str(REPOSITORY / "tests/fixtures/silc_step"))
     from make_reference import flat_state, reference_run
@@ -174,15 +196,19 @@ def test_with_every_option_off_the_step_is_the_pinned_one(tmp_path):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as the reference was written
     try:
-        state = flat_state(reference_run(tmp_path))
+        state = flat_state(reference_run(tmp_path / "today"))
     finally:
         torch.set_num_threads(threads)
+    pinned = pinned_commit_state(tmp_path)
+    if pinned is not None:  # the code before the options, on this machine: bit for bit, optimizer moments included
+        assert pinned.keys() == state.keys()
+        assert [key for key in pinned if not torch.equal(state[key], pinned[key])] == []
+    # The file written then (for checkouts without history): bit-identical on the machine and library versions that
+    # wrote it; elsewhere the kernels sum in another order (1.7e-6 here with transformers 5.24), while any change to
+    # the step moves weights by about the learning rate (1e-3) per step. The optimizer moments are left out: the key
+    # biases get no gradient (softmax ignores a constant per query), so Adam turns rounding noise into a full step.
     reference = load_file(str(REPOSITORY / "tests/fixtures/silc_step/reference.safetensors"))
     assert state.keys() == reference.keys()
-    # Bit-identical on the machine and library versions that wrote the file; elsewhere the kernels sum in another
-    # order (1.7e-6 here with transformers 5.24). Any change to the step itself moves weights by about the learning
-    # rate (1e-3) per step. The optimizer moments are left out: the key biases get no gradient (softmax ignores a
-    # constant per query), so Adam turns rounding noise into a full-size update there.
     torch.testing.assert_close(state["losses"], reference["losses"], rtol=1e-6, atol=0)
     for key in (key for key in reference if not key.startswith("optimizer.")):
         torch.testing.assert_close(state[key], reference[key], rtol=0, atol=2e-5, msg=key)
