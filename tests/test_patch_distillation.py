@@ -1,8 +1,8 @@
 """Masked patch distillation (iBOT), the staged start and the head-only teacher.
 
 The patch loss against a hand computation, the masking generator, the mask token inside the tower, resumption,
-the staged start's teacher copy, the head-only teacher; and, with every option off, the step the one pinned before
-the options existed (`tests/fixtures/silc_step`). Two ranks = one process with the patch loss on:
+the staged start's teacher copy, the head-only teacher; and, with every option off, the step equal to the one
+pinned before the options existed (`tests/fixtures/silc_step`). Two ranks = one process with the patch loss on:
 `test_distributed_training.py`.
 """
 
