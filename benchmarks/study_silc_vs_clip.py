@@ -97,24 +97,28 @@ def table(records: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def paired(records: list[dict]) -> tuple[str, dict]:
-    """Each run against the first one (the baseline) on the seeds both have: mean paired difference in points with
-    its 95 % t-interval, as a Markdown table and as a dict."""
+def paired(records: list[dict], pairs: list[tuple[str, str]] | None = None) -> tuple[str, dict]:
+    """Each (run, baseline) of `pairs` (default: every run against the first) on the seeds both have: mean paired
+    difference in points with its 95 % t-interval, as a Markdown table and as a dict keyed "run − baseline"."""
     names = list(dict.fromkeys(r["name"] for r in records))
     by_seed = {name: {r["seed"]: r for r in records if r["name"] == name} for name in names}
-    baseline, intervals = names[0], {}
-    lines = [f"| run − {baseline} | seeds | " + " | ".join(COLUMNS) + " |", "|---" * (len(COLUMNS) + 2) + "|"]
-    for name in names[1:]:
+    for name in {name for pair in pairs or [] for name in pair} - set(names):
+        raise ValueError(f"--pair names the run {name!r}, which is not among the variants {names}.")
+    pairs = pairs or [(name, names[0]) for name in names[1:]]
+    intervals = {}
+    lines = ["| difference | seeds | " + " | ".join(COLUMNS) + " |", "|---" * (len(COLUMNS) + 2) + "|"]
+    for name, baseline in pairs:
         seeds = sorted(set(by_seed[name]) & set(by_seed[baseline]))
         if len(seeds) < 2:
             continue
-        cells, intervals[name] = [], {}
+        key, cells = f"{name} − {baseline}", []
+        intervals[key] = {}
         for column, (task, metric) in COLUMNS.items():
             values = [[100 * by_seed[n][s]["metrics"][task][metric] for s in seeds] for n in (name, baseline)]
             interval = paired_interval(*values)
-            intervals[name][column] = {**interval, "seeds": seeds}
+            intervals[key][column] = {**interval, "seeds": seeds}
             cells.append(f"{interval['mean']:+.1f} [{interval['low']:+.1f}, {interval['high']:+.1f}]")
-        lines.append(f"| {name} | {len(seeds)} | " + " | ".join(cells) + " |")
+        lines.append(f"| {key} | {len(seeds)} | " + " | ".join(cells) + " |")
     return "\n".join(lines), intervals
 
 
@@ -131,6 +135,14 @@ def main(argv: list[str] | None = None) -> list[dict]:
         metavar="NAME [FIELD=VALUE ...]",
         help="a run name and its overrides (default: clip and silc; a name starting with 'clip' trains without "
         "distillation)",
+    )
+    parser.add_argument(
+        "--pair",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("RUN", "BASELINE"),
+        help="a paired difference to report, RUN minus BASELINE (default: every run against the first)",
     )
     parser.add_argument("--results", help="also write every run's record here (default: OUTPUT_DIR/study.json)")
     args = parser.parse(argv)
@@ -149,7 +161,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         "numbers in %\n"
     )
     print(table(records))
-    differences, intervals = paired(records)
+    differences, intervals = paired(records, [tuple(pair) for pair in args.pair])
     if intervals:
         print("\nPaired differences in points, mean [95 % t-interval]:\n")
         print(differences)
