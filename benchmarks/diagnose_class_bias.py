@@ -33,19 +33,24 @@ def diagnose(folder: str, test) -> dict:
         resized, full = segmentation_inputs(processor.image_processor, example["image"], size)
         logits.append(segment_pixels(model, resized, full, text, "value"))
         targets.append(torch.from_numpy(np.asarray(example["mask"]).astype(np.int64)) - 1)  # mask value 1 + index
-    logits = torch.stack(logits)
+    return offset_diagnosis(torch.stack(logits), torch.stack(targets), len(THINGS), list(LABELS))
+
+
+def offset_diagnosis(logits: torch.Tensor, targets: torch.Tensor, num_things: int, names: list[str]) -> dict:
+    """Segmentation metrics of `logits` `(N, C, H, W)` against `targets` `(N, H, W)` (class index, -1 ignored), raw
+    and with each class's mean score over all pixels removed; the first `num_things` classes are the things."""
     result = {}
     for name, scores in (("raw", logits), ("class_mean_removed", logits - logits.mean(dim=(0, 2, 3), keepdim=True))):
         labels = scores.argmax(1)
-        confusion = sum(confusion_matrix(p, t, len(LABELS)) for p, t in zip(labels, targets))
-        metrics = segmentation_metrics(confusion)
+        metrics = segmentation_metrics(sum(confusion_matrix(p, t, len(names)) for p, t in zip(labels, targets)))
         iou = metrics["per_class_IoU"]
+        counts = labels.flatten().bincount(minlength=len(names))
         result[name] = {
             "mIoU": metrics["mIoU"],
-            "things_mIoU": float(np.mean(iou[: len(THINGS)])),
-            "stuff_mIoU": float(np.mean(iou[len(THINGS) :])),
-            "top_class": LABELS[int(labels.flatten().bincount(minlength=len(LABELS)).argmax())],
-            "top_class_share": float(labels.flatten().bincount(minlength=len(LABELS)).max() / labels.numel()),
+            "things_mIoU": float(np.mean([v for v in iou[:num_things] if v is not None])),
+            "stuff_mIoU": float(np.mean([v for v in iou[num_things:] if v is not None])),
+            "top_class": names[int(counts.argmax())],
+            "top_class_share": float(counts.max() / labels.numel()),
         }
     return result
 
