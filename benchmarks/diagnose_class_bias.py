@@ -1,7 +1,7 @@
 """Diagnosis: does one class name win the zero-shot segmentation of every pixel because of a per-class offset in its
 scores? Scores the study's towers on test scenes as `evaluate_segmentation` does (value path, sliding window), then
 again after removing each class's mean score over all scored pixels (a calibration that uses no label), and prints
-mIoU, the things' and the stuff's mean IoU and the share of pixels the most predicted name takes, both ways.
+mIoU, the things' and the stuff's mean IoU and the share of the scored pixels the most predicted name takes, both ways.
 
     python benchmarks/diagnose_class_bias.py --folders outputs/study_v3/clip-seed0 outputs/study_v3_2000/clip-seed0
 """
@@ -41,16 +41,14 @@ def offset_diagnosis(logits: torch.Tensor, targets: torch.Tensor, num_things: in
     and with each class's mean score over all pixels removed; the first `num_things` classes are the things."""
     result = {}
     for name, scores in (("raw", logits), ("class_mean_removed", logits - logits.mean(dim=(0, 2, 3), keepdim=True))):
-        labels = scores.argmax(1)
-        metrics = segmentation_metrics(sum(confusion_matrix(p, t, len(names)) for p, t in zip(labels, targets)))
-        iou = metrics["per_class_IoU"]
-        counts = labels.flatten().bincount(minlength=len(names))
+        metrics = segmentation_metrics(confusion_matrix(scores.argmax(1), targets, len(names)))
+        iou, share = metrics["per_class_IoU"], metrics["predicted_share"]
         result[name] = {
             "mIoU": metrics["mIoU"],
             "things_mIoU": float(np.mean([v for v in iou[:num_things] if v is not None])),
             "stuff_mIoU": float(np.mean([v for v in iou[num_things:] if v is not None])),
-            "top_class": names[int(counts.argmax())],
-            "top_class_share": float(counts.max() / labels.numel()),
+            "top_class": names[int(np.argmax(share))],
+            "top_class_share": max(share),
         }
     return result
 
