@@ -18,6 +18,7 @@ from silc_hf.data import load_image_text_dataset
 from silc_hf.data.scenes import LABELS, THINGS
 from silc_hf.demo.recipe import TEMPLATES
 from silc_hf.tools.cli import ArgumentParser, run_script, write_results
+from silc_hf.zero_shot.evaluation import mask_class_targets
 from silc_hf.zero_shot.metrics import confusion_matrix, segmentation_metrics
 from silc_hf.zero_shot.prompts import encode_class_names
 from silc_hf.zero_shot.segmentation import segment_pixels, segmentation_inputs
@@ -28,12 +29,12 @@ def diagnose(folder: str, test) -> dict:
     model, processor = SilcModel.from_pretrained(folder).eval(), AutoProcessor.from_pretrained(folder)
     text = encode_class_names(model, processor.tokenizer, list(LABELS), TEMPLATES)
     size = model.config.vision_config.image_size
-    logits, targets = [], []
+    logits = []
     for example in test:
         resized, full = segmentation_inputs(processor.image_processor, example["image"], size)
         logits.append(segment_pixels(model, resized, full, text, "value"))
-        targets.append(torch.from_numpy(np.asarray(example["mask"]).astype(np.int64)) - 1)  # mask value 1 + index
-    return offset_diagnosis(torch.stack(logits), torch.stack(targets), len(THINGS), list(LABELS))
+    targets = mask_class_targets(test, "mask", len(LABELS), mask_offset=1, ignore_index=None)  # mask value 1 + index
+    return offset_diagnosis(torch.stack(logits), targets, len(THINGS), list(LABELS))
 
 
 def offset_diagnosis(logits: torch.Tensor, targets: torch.Tensor, num_things: int, names: list[str]) -> dict:

@@ -214,7 +214,7 @@ def patch_tokens(model, processor, dataset, image_column: str = "image", batch_s
     return torch.cat(outputs)
 
 
-def _class_targets(dataset, mask_column: str, num_classes: int, mask_offset: int, ignore_index: int | None):
+def mask_class_targets(dataset, mask_column: str, num_classes: int, mask_offset: int, ignore_index: int | None):
     """Masks as class indices `(N, H, W)`, -1 where ignored or outside the classes."""
     masks = torch.stack([torch.from_numpy(np.asarray(m).astype(np.int64)) for m in dataset[mask_column]])
     targets = masks - mask_offset
@@ -245,8 +245,8 @@ def evaluate_segmentation_probe(
     train_x, test_x = (
         patch_tokens(model, processor, d, image_column, batch_size) for d in (train_dataset, test_dataset)
     )
-    train_y = _class_targets(train_dataset, mask_column, len(class_names), mask_offset, ignore_index)
-    test_y = _class_targets(test_dataset, mask_column, len(class_names), mask_offset, ignore_index)
+    train_y = mask_class_targets(train_dataset, mask_column, len(class_names), mask_offset, ignore_index)
+    test_y = mask_class_targets(test_dataset, mask_column, len(class_names), mask_offset, ignore_index)
     mean, std = train_x.mean(dim=(0, 2, 3), keepdim=True), train_x.std(dim=(0, 2, 3), keepdim=True) + 1e-6
     generator = torch.Generator().manual_seed(seed)
     with torch.enable_grad():
