@@ -3,6 +3,7 @@ embedded scenes, against the same network at random initialisation.
 
     python benchmarks/study_dino_only.py [--output_dir outputs/dino-only] [--max_steps 600] [--seed 0]
     python benchmarks/study_dino_only.py --set hue=0.1 saturation=0.2 grayscale_prob=0.2   # DINO's colour ops
+    python benchmarks/study_dino_only.py --reference_towers outputs/study/clip-seed0 outputs/study/silc-seed0
 
 Prints (and writes as JSON) the teacher diagnostics at the end of training, 100-shot linear probes of the main
 thing's class and of the scene's dominant stuff (grass, water, sky, ...) on the pooled image features for the
@@ -10,7 +11,8 @@ trained and the untrained network, and what
 the teacher's argmax prototype over the test images says about them: the number of prototypes used and their
 normalised mutual information with the main thing's class and with the dominant stuff, each next to its chance
 level (the same clusters shuffled); and how linearly the features give the mean colour of the main thing and of the
-stuff (ridge R^2), the shortcut that a view-invariance objective can settle on.
+stuff (ridge R^2), the shortcut that a view-invariance objective can settle on. `--reference_towers` adds the same
+class probe of other exported towers (e.g. the study's image-text runs): what the captions teach at the same budget.
 """
 
 import json
@@ -21,7 +23,9 @@ from collections import Counter
 
 import numpy as np
 import torch
+from transformers import AutoProcessor
 
+from silc_hf import SilcModel
 from silc_hf.data import load_image_text_dataset
 from silc_hf.data.scenes import LABELS, THINGS, export
 from silc_hf.demo.recipe import DATA_SIZES, train
@@ -82,6 +86,13 @@ def main(argv: list[str] | None = None) -> dict:
         metavar="FIELD=VALUE",
         help="SilcTrainingArguments overrides of the demo's recipe",
     )
+    parser.add_argument(
+        "--reference_towers",
+        nargs="+",
+        default=[],
+        metavar="DIR",
+        help="exported models whose class probe is reported beside (e.g. a study's CLIP-only and SILC runs)",
+    )
     parser.add_argument("--results", help="also write the results here (default: OUTPUT_DIR/dino_only.json)")
     args = parser.parse(argv)
     overrides = parse_overrides(args.set)
@@ -97,8 +108,7 @@ def main(argv: list[str] | None = None) -> dict:
     train_split = with_background(load_image_text_dataset(os.path.join(data_dir, "train")))
     test = with_background(load_image_text_dataset(os.path.join(data_dir, "test")))
 
-    def probe(trainer, target: str = "label") -> float:
-        model, processor = trainer.pretraining_model.student.eval(), trainer.processing_class
+    def probe(model, processor, target: str = "label") -> float:
         accuracy = evaluate_linear_probe(model, processor, train_split, test, shots=100, label_column=target)
         return accuracy["100_shot_accuracy"]
 
@@ -123,6 +133,7 @@ def main(argv: list[str] | None = None) -> dict:
         **overrides,
     )
     wrapper, processor = trainer.pretraining_model, trainer.processing_class
+    trained, initial = wrapper.student.eval(), untrained.pretraining_model.student.eval()
     pixels = processor.image_processor(images=[image.convert("RGB") for image in test["image"]], return_tensors="pt")
     with torch.no_grad():
         clusters = wrapper.teacher(pixels["pixel_values"].float()).argmax(dim=-1).tolist()
@@ -136,14 +147,16 @@ def main(argv: list[str] | None = None) -> dict:
         "overrides": overrides,
         "final_diagnostics": {name: last_log[name] for name in DIAGNOSTICS if name in last_log},
         "prototypes_used_by_teacher_on_test": len(set(clusters)),
-        "probe_100_shot_trained": probe(trainer),
-        "probe_100_shot_random_init": probe(untrained),
-        "background_probe_100_shot_trained": probe(trainer, "background"),
-        "background_probe_100_shot_random_init": probe(untrained, "background"),
-        "colour_R2_trained": colour_decodability(wrapper.student.eval(), processor, colour_train, test, colours),
-        "colour_R2_random_init": colour_decodability(
-            untrained.pretraining_model.student.eval(), processor, colour_train, test, colours
-        ),
+        "probe_100_shot_trained": probe(trained, processor),
+        "probe_100_shot_random_init": probe(initial, processor),
+        "probe_100_shot_reference_towers": {
+            folder: probe(SilcModel.from_pretrained(folder).eval(), AutoProcessor.from_pretrained(folder))
+            for folder in args.reference_towers
+        },
+        "background_probe_100_shot_trained": probe(trained, processor, "background"),
+        "background_probe_100_shot_random_init": probe(initial, processor, "background"),
+        "colour_R2_trained": colour_decodability(trained, processor, colour_train, test, colours),
+        "colour_R2_random_init": colour_decodability(initial, processor, colour_train, test, colours),
         "teacher_nmi_with_class": normalised_mutual_information(clusters, list(test["label"])),
         "teacher_nmi_with_class_by_chance": chance_nmi(clusters, list(test["label"])),
         "teacher_nmi_with_background": normalised_mutual_information(clusters, backgrounds),
