@@ -96,6 +96,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--results", help="also write the results here (default: OUTPUT_DIR/dino_only.json)")
     args = parser.parse(argv)
     overrides = parse_overrides(args.set)
+    for folder in args.reference_towers:  # checked before the training, not after it
+        if not os.path.exists(os.path.join(folder, "config.json")):
+            raise ValueError(f"--reference_towers {folder!r} has no config.json; pass an exported run folder.")
     data_dir = os.path.join(args.output_dir, "data")
     if not os.path.exists(os.path.join(data_dir, "test", "metadata.jsonl")):
         export(data_dir, DATA_SIZES, seed=0, image_size=64)
